@@ -1,0 +1,32 @@
+"""The provider protocol: one async method. Capabilities are data, not subclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from quorum.llm.types import Reply, Request
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    supports_schema: bool = True  # native structured output (tool use, json_schema, grammar)
+    supports_cache: bool = False  # explicit prompt-cache prefixes (Anthropic)
+    max_context: int | None = None  # tokens, prompt and answer together
+    local: bool = False  # runs on this machine: no key, no network, no bill
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Anything that turns a ``Request`` into a ``Reply``.
+
+    ``name`` is the registry name ("anthropic"), ``model`` the model it calls. Errors
+    must be raised as ``quorum.errors`` classes, mapped at the boundary. Providers that
+    hold connections also offer ``async aclose()``.
+    """
+
+    name: str
+    model: str
+    capabilities: Capabilities
+
+    async def complete(self, request: Request) -> Reply: ...
