@@ -108,7 +108,7 @@ def load_rules(source: str | Path | Sequence[Any]) -> list[Rule]:
     else:
         raw = source
     if not isinstance(raw, list):
-        raise errors.ConfigError("a script is a JSON list of rules like {\"match\": ..., \"reply\": ...}")
+        raise errors.ConfigError('a script is a JSON list of rules like {"match": ..., "reply": ...}')
     return [rule_from(item, i) for i, item in enumerate(raw)]
 
 
@@ -123,7 +123,8 @@ def scripted_answer(rules: Sequence[Rule], request: Request) -> tuple[Answer, fl
 
 def default_answer(request: Request) -> Answer:
     if request.schema is not None:
-        return example_of(request.schema)
+        example: Answer = example_of(request.schema)
+        return example
     last = request.messages[-1].content if request.messages else ""
     return "echo: " + " ".join(last.split())[:200]
 
@@ -147,8 +148,13 @@ def example_of(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None)
         return {k: example_of(v, root) for k, v in props.items()}
     if kind == "array":
         return []
-    return {"string": "", "integer": schema.get("minimum", 0), "number": schema.get("minimum", 0),
-            "boolean": False, "null": None}.get(kind, "")
+    return {
+        "string": "",
+        "integer": schema.get("minimum", 0),
+        "number": schema.get("minimum", 0),
+        "boolean": False,
+        "null": None,
+    }.get(kind, "")
 
 
 def estimate_tokens(text: str) -> int:
@@ -242,8 +248,15 @@ class FakeProvider:
                 raise errors.InvalidReply(f"fake answer is not JSON: {text[:80]!r}", provider="fake")
             check(data, request.schema, where=f"fake/{self.model}")
         usage = Usage(estimate_tokens(request.text), estimate_tokens(text))
-        return Reply(text=text, model=self.model, usage=usage, data=data, stop_reason="end_turn",
-                     latency_s=latency, cost=self._cost(usage))
+        return Reply(
+            text=text,
+            model=self.model,
+            usage=usage,
+            data=data,
+            stop_reason="end_turn",
+            latency_s=latency,
+            cost=self._cost(usage),
+        )
 
     def _cost(self, usage: Usage) -> float | None:
         if self.price is None:

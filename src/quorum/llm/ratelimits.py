@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 BUCKETS = ("requests", "tokens", "input_tokens", "output_tokens")
 
@@ -36,7 +36,7 @@ class RateLimitInfo:
 def parse_headers(headers: Mapping[str, str], *, now: datetime | None = None) -> RateLimitInfo:
     """Read either header family; unknown or malformed values are skipped, never guessed."""
     lower = {k.lower(): v for k, v in headers.items()}
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     buckets: dict[str, Bucket] = {}
     for name in BUCKETS:
         bucket = _anthropic_bucket(lower, name, now) or _openai_bucket(lower, name)
@@ -98,7 +98,7 @@ def _seconds_until(stamp: str | None, now: datetime) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 

@@ -60,8 +60,7 @@ def parse_json(text: str, *, where: str) -> Any:
         return json.loads(body)
     except json.JSONDecodeError as exc:
         raise InvalidReply(
-            f"{where} answered text that is not JSON ({exc.msg} at char {exc.pos}): "
-            f"{_clip(text)}"
+            f"{where} answered text that is not JSON ({exc.msg} at char {exc.pos}): {_clip(text)}"
         ) from exc
 
 
@@ -103,7 +102,9 @@ def _nested_problem(data: Any, schema: Mapping[str, Any], root: Mapping[str, Any
     return ""
 
 
-def _object_problem(data: dict[str, Any], schema: Mapping[str, Any], root: Mapping[str, Any], path: str) -> str:
+def _object_problem(
+    data: dict[str, Any], schema: Mapping[str, Any], root: Mapping[str, Any], path: str
+) -> str:
     props: Mapping[str, Any] = schema.get("properties", {})
     for name in schema.get("required", []):
         if name not in data:

@@ -1,0 +1,182 @@
+"""A provider behind the engine's call layer: limits, the one retry layer, accounting.
+
+``quorum.connect("anthropic/claude-sonnet-4-5", rpm=50, itpm=40_000)`` returns a
+``Connection``. It is itself a provider (same ``complete``), so workflows take either.
+Every call through it waits for its limits (shared by everything using the connection,
+nested runs included), is retried when the failure is transient, teaches the limiter what
+the provider's headers said, and is charged to the current task and budgets. At debug
+level the ``quorum.calls`` logger records each request and reply, keys redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from quorum import errors
+from quorum.llm.provider import Capabilities, Provider
+from quorum.llm.ratelimits import RateLimitInfo
+from quorum.llm.registry import default_model, resolve
+from quorum.llm.secrets import redact
+from quorum.llm.types import Reply, Request
+from quorum.run import context
+from quorum.run.clock import SYSTEM_CLOCK, Clock
+from quorum.run.estimate import estimate
+from quorum.run.limits import (
+    Concurrency,
+    InputTokenRate,
+    Limit,
+    Limits,
+    OutputTokenRate,
+    RequestRate,
+    TokenRate,
+)
+from quorum.run.retry import Retry, advised_wait
+
+log = logging.getLogger("quorum.calls")
+
+
+class Connection:
+    """``provider`` with ``limits``, ``retry`` and a per-call ``timeout`` around it."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        limits: Sequence[Limit] = (),
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.provider = provider
+        self.limits = Limits(limits)
+        self.retry = retry or Retry()
+        self.timeout = timeout
+        self.clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    @property
+    def model(self) -> str:
+        return self.provider.model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.provider.capabilities
+
+    def __repr__(self) -> str:
+        limits = len(self.limits.limits)
+        return f"Connection({self.name}/{self.model}, limits={limits}, retry={self.retry.attempts})"
+
+    async def complete(self, request: Request) -> Reply:
+        """One call, retried on transient failures; raises the last failure otherwise."""
+        first_try = self.clock.now()
+        attempt = 0
+        while True:
+            attempt += 1
+            context.check_budget()
+            try:
+                reply = await self._attempt(request)
+            except errors.QuorumError as exc:
+                delay = self.retry.delay(attempt, exc, self.clock.now() - first_try)
+                if delay is None:
+                    raise
+                log.info(
+                    "retrying %s/%s in %.2fs after %s", self.name, self.model, delay, errors.describe(exc)
+                )
+                context.note_retry(attempt, delay, exc)
+                await self.clock.sleep(delay)
+                continue
+            context.charge(reply.usage, reply.cost)
+            return reply
+
+    async def _attempt(self, request: Request) -> Reply:
+        cost = estimate(request)
+        async with self.limits.hold(cost) as settlement:
+            _log_request(self, request)
+            try:
+                reply = await self._timed(request)
+            except errors.ProviderError as exc:
+                self.limits.learn(exc.rate_limits or RateLimitInfo(retry_after=advised_wait(exc)))
+                raise
+            settlement.usage = reply.usage
+            self.limits.learn(reply.rate_limits)
+        _log_reply(self, reply)
+        return reply
+
+    async def _timed(self, request: Request) -> Reply:
+        if self.timeout is None:
+            return await self.provider.complete(request)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.provider.complete(request)
+        except TimeoutError as exc:
+            raise errors.Timeout(
+                f"{self.name}/{self.model} gave no answer within {self.timeout}s", provider=self.name
+            ) from exc
+
+    async def aclose(self) -> None:
+        closer = getattr(self.provider, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def connect(
+    model: str | Provider | None = None,
+    *,
+    concurrency: int | None = None,
+    rpm: float | None = None,
+    itpm: float | None = None,
+    otpm: float | None = None,
+    tpm: float | None = None,
+    retry: Retry | None = None,
+    timeout: float | None = 300.0,
+    limits: Sequence[Limit] = (),
+    clock: Clock = SYSTEM_CLOCK,
+    **provider_options: Any,
+) -> Connection:
+    """A ``Connection`` to a model string (``"anthropic/claude-sonnet-4-5"``, ``"local"``,
+    ``"fake"``...), a provider object, or, with ``None``, the default model (``QUORUM_MODEL``,
+    else Anthropic when ``ANTHROPIC_API_KEY`` is set, else the embedded model).
+
+    ``concurrency`` caps calls in flight; ``rpm``, ``itpm``, ``otpm`` and ``tpm`` are
+    requests, input tokens, output tokens and total tokens per minute. Other keywords go
+    to the provider (``api_key``, ``base_url``...).
+    """
+    if isinstance(model, Connection):
+        return model
+    if model is None:
+        model, _why = default_model()
+    provider = resolve(model, **provider_options) if isinstance(model, str) else model
+    chosen: list[Limit] = list(limits)
+    if concurrency is not None:
+        chosen.insert(0, Concurrency(concurrency))
+    for per_minute, kind in (
+        (rpm, RequestRate),
+        (itpm, InputTokenRate),
+        (otpm, OutputTokenRate),
+        (tpm, TokenRate),
+    ):
+        if per_minute is not None:
+            chosen.append(kind(per_minute, clock=clock))
+    return Connection(provider, limits=chosen, retry=retry, timeout=timeout, clock=clock)
+
+
+def _log_request(conn: Connection, request: Request) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("request to %s/%s: %s", conn.name, conn.model, redact(repr(request)))
+
+
+def _log_reply(conn: Connection, reply: Reply) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("reply from %s/%s: %s", conn.name, conn.model, redact(repr(reply)))

@@ -1,0 +1,109 @@
+"""What a call needs to know about the run and the task it belongs to.
+
+The engine sets two context variables while a task runs: the run's ``Scope`` (budgets,
+deadline, event sink, label) and the task's ``Meter`` (usage, cost, retries). Calls made
+anywhere inside the task, however deep, charge the meter and the budgets; a run started
+inside a task (a section that runs a vote) inherits the outer budgets and deadline, and its
+tasks' meters roll up into the outer task's. This is how budgets, deadlines and accounting
+pass down to nested calls without threading them through every signature.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from quorum.errors import describe
+from quorum.llm.types import Usage
+from quorum.run.budget import Budget
+from quorum.run.clock import Clock
+from quorum.run.events import Event, EventKind, EventSink
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    budgets: tuple[Budget, ...] = ()
+    deadline: float | None = None  # on the event loop's clock
+    sink: EventSink | None = None
+    label: str = ""
+
+    def exhausted(self) -> str | None:
+        for budget in self.budgets:
+            reason = budget.exhausted
+            if reason:
+                return reason
+        return None
+
+    def check_budget(self) -> None:
+        for budget in self.budgets:
+            budget.check()
+
+
+@dataclass(slots=True)
+class Meter:
+    """One task's running account."""
+
+    task_id: str
+    index: int
+    clock: Clock
+    scope: Scope = Scope()
+    parent: Meter | None = None
+    usage: Usage = Usage()
+    cost: float | None = None
+    calls: int = 0
+    unpriced: int = 0
+    retries: int = 0
+
+    def charge(self, usage: Usage, cost: float | None) -> None:
+        meter: Meter | None = self
+        while meter is not None:
+            meter.calls += 1
+            meter.usage = meter.usage + usage
+            if cost is None:
+                meter.unpriced += 1
+            else:
+                meter.cost = (meter.cost or 0.0) + cost
+            meter = meter.parent
+        for budget in self.scope.budgets:
+            budget.charge(usage, cost)
+
+    def note_retry(self, attempt: int, delay: float, exc: BaseException) -> None:
+        meter: Meter | None = self
+        while meter is not None:
+            meter.retries += 1
+            meter = meter.parent
+        self.emit(EventKind.RETRY, attempt=attempt, delay=delay, error=describe(exc))
+
+    def emit(self, kind: EventKind, **fields: object) -> None:
+        if self.scope.sink is not None:
+            event = Event(kind, self.task_id, self.index, self.clock.now(), self.scope.label, **fields)  # type: ignore[arg-type]
+            self.scope.sink(event)
+
+    @property
+    def known_cost(self) -> float | None:
+        """The task's cost; ``None`` when any of its calls had no known price."""
+        return None if self.unpriced else (self.cost if self.calls else None)
+
+
+current_scope: ContextVar[Scope | None] = ContextVar("quorum_scope", default=None)
+current_meter: ContextVar[Meter | None] = ContextVar("quorum_meter", default=None)
+
+
+def check_budget() -> None:
+    """Raise ``BudgetExceeded`` if the current run's budget is spent."""
+    scope = current_scope.get()
+    if scope is not None:
+        scope.check_budget()
+
+
+def charge(usage: Usage, cost: float | None) -> None:
+    """Account one finished call to the current task (and its parents) and budgets."""
+    meter = current_meter.get()
+    if meter is not None:
+        meter.charge(usage, cost)
+
+
+def note_retry(attempt: int, delay: float, exc: BaseException) -> None:
+    meter = current_meter.get()
+    if meter is not None:
+        meter.note_retry(attempt, delay, exc)

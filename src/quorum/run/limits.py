@@ -1,0 +1,223 @@
+"""Limits: small objects that decide when a call may start.
+
+Concurrency and rate are separate and compose: ``Limits([Concurrency(8), RequestRate(50),
+InputTokenRate(40_000)])`` holds a call until every limit lets it through, concurrency
+first, so the rate decision is taken at the moment the call is really sent.
+
+Rate limits use GCRA, the Generic Cell Rate Algorithm (virtual scheduling form), weighted
+by cost: each unit of a per-minute limit has an emission interval ``T = 60 / limit``
+seconds; the limiter keeps a theoretical arrival time ``tat``; a call costing ``c`` units may
+start when ``tat - now <= burst`` and then pushes ``tat`` to ``max(tat, now) + c * T``. This
+is a token bucket seen from the side: the same long-run rate, no bookkeeping timer, and a
+burst tolerance we choose. We choose a small one (one second of quota by default), so a
+fresh run does not fire a full minute of requests at once, which is what provider
+limits punish (Anthropic enforces limits over shorter intervals than a minute).
+
+Token limits charge an estimate at dispatch and ``settle`` against the real usage: an
+over-estimate gives quota back, an under-estimate takes more. The limiter also learns:
+``learn`` applies a ``retry-after`` as a pause for every call, and a provider header saying
+fewer units remain than we believe moves ``tat`` to match. A call costing more than the
+whole per-minute limit could never run and fails at once with ``RequestTooLarge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from quorum.errors import ConfigError, RequestTooLarge
+from quorum.llm.ratelimits import RateLimitInfo
+from quorum.llm.types import Usage
+from quorum.run.clock import SYSTEM_CLOCK, Clock
+from quorum.run.estimate import Cost
+
+
+class Limit(Protocol):
+    async def acquire(self, cost: Cost) -> None:
+        """Wait until the call may start; raise ``RequestTooLarge`` if it never could."""
+        ...
+
+    def release(self, cost: Cost, usage: Usage | None) -> None:
+        """The call ended; ``usage`` is what it really used (``None`` if it failed)."""
+        ...
+
+    def learn(self, info: RateLimitInfo | None) -> None:
+        """Take in what the provider's headers said."""
+        ...
+
+
+class Concurrency:
+    """At most ``limit`` calls in flight."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {limit}")
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+
+    async def acquire(self, cost: Cost) -> None:
+        await self._slots.acquire()
+
+    def release(self, cost: Cost, usage: Usage | None) -> None:
+        self._slots.release()
+
+    def learn(self, info: RateLimitInfo | None) -> None:
+        return None
+
+    @property
+    def in_flight(self) -> int:
+        return self.limit - self._slots._value
+
+
+class Rate:
+    """A per-minute limit on one kind of unit, enforced with cost-weighted GCRA.
+
+    ``burst_s`` is the burst tolerance: how many seconds of quota may be spent ahead of
+    the steady rate. ``header`` names the provider bucket this limit mirrors.
+    """
+
+    unit = "units"
+    header = ""
+
+    def __init__(self, per_minute: float, *, burst_s: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
+        if per_minute <= 0:
+            raise ConfigError(f"a per-minute limit must be positive, got {per_minute}")
+        self.per_minute = float(per_minute)
+        self.interval = 60.0 / self.per_minute  # T: seconds per unit
+        self.burst = max(burst_s, self.interval)  # tolerance: at least one unit
+        self.clock = clock
+        self._tat = clock.now()  # start empty-handed: no minute's burst at start
+        self._paused_until = 0.0
+        self._turn = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
+
+    def units(self, cost: Cost) -> float:
+        return float(cost.requests)
+
+    def used(self, usage: Usage) -> float | None:
+        return None  # requests settle at dispatch: one call is one request
+
+    async def acquire(self, cost: Cost) -> None:
+        units = self.units(cost)
+        if units > self.per_minute:
+            raise RequestTooLarge(
+                f"one request needs about {units:.0f} {self.unit}, more than the whole limit of "
+                f"{self.per_minute:.0f} {self.unit} per minute: it could never be sent. Shorten "
+                f"the prompt or lower max_tokens, or raise the limit if your account allows more."
+            )
+        async with self._turn:
+            while (wait := self._wait_s(units)) > 0:
+                await self.clock.sleep(wait)
+            self._tat = max(self._tat, self.clock.now()) + units * self.interval
+
+    def _wait_s(self, units: float) -> float:
+        now = self.clock.now()
+        return max(self._paused_until - now, self._tat - self.burst - now, 0.0)
+
+    def release(self, cost: Cost, usage: Usage | None) -> None:
+        actual = self.used(usage) if usage is not None else None
+        if actual is not None:
+            self._tat += (actual - self.units(cost)) * self.interval
+
+    def learn(self, info: RateLimitInfo | None) -> None:
+        if not info:
+            return
+        now = self.clock.now()
+        if info.retry_after:
+            self._paused_until = max(self._paused_until, now + info.retry_after)
+        bucket = info.buckets.get(self.header)
+        if bucket is None or bucket.remaining is None:
+            return
+        believed = self.per_minute - max(0.0, self._tat - now) / self.interval
+        if bucket.remaining < believed:
+            # Someone else shares this quota, or our estimates ran low: align with the
+            # provider's count so the next calls wait for quota that really exists.
+            self._tat = now + (self.per_minute - bucket.remaining) * self.interval
+
+    @property
+    def available_at(self) -> float:
+        """When a one-unit call could start (for progress displays)."""
+        return max(self._paused_until, self._tat - self.burst)
+
+
+class RequestRate(Rate):
+    """Requests per minute."""
+
+    unit = "requests"
+    header = "requests"
+
+
+class InputTokenRate(Rate):
+    """Input tokens per minute (cached tokens included, as providers count them)."""
+
+    unit = "input tokens"
+    header = "input_tokens"
+
+    def units(self, cost: Cost) -> float:
+        return float(cost.input_tokens)
+
+    def used(self, usage: Usage) -> float | None:
+        return float(usage.prompt_tokens)
+
+
+class OutputTokenRate(Rate):
+    """Output tokens per minute, charged ``max_tokens`` at dispatch as Anthropic does."""
+
+    unit = "output tokens"
+    header = "output_tokens"
+
+    def units(self, cost: Cost) -> float:
+        return float(cost.output_tokens)
+
+    def used(self, usage: Usage) -> float | None:
+        return float(usage.output_tokens)
+
+
+class TokenRate(Rate):
+    """Input and output tokens together per minute (OpenAI's ``tokens`` bucket)."""
+
+    unit = "tokens"
+    header = "tokens"
+
+    def units(self, cost: Cost) -> float:
+        return float(cost.input_tokens + cost.output_tokens)
+
+    def used(self, usage: Usage) -> float | None:
+        return float(usage.total_tokens)
+
+
+class Limits:
+    """Several limits held together, in order; released in reverse order."""
+
+    def __init__(self, limits: Sequence[Limit] = ()) -> None:
+        self.limits = list(limits)
+
+    @asynccontextmanager
+    async def hold(self, cost: Cost) -> AsyncIterator[Settlement]:
+        held: list[Limit] = []
+        settlement = Settlement()
+        try:
+            for limit in self.limits:
+                await limit.acquire(cost)
+                held.append(limit)
+            yield settlement
+        finally:
+            for limit in reversed(held):
+                limit.release(cost, settlement.usage)
+
+    def learn(self, info: RateLimitInfo | None) -> None:
+        for limit in self.limits:
+            limit.learn(info)
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+
+class Settlement:
+    """Filled in by the caller with the real usage before the limits are released."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None

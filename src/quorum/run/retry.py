@@ -1,0 +1,84 @@
+"""The one retry layer.
+
+Provider SDKs' own retries are switched off (``max_retries=0``): stacked retry layers
+multiply attempts and hide failures. A ``Retry`` decides, for each failure, whether and
+when to try again: transient failures only (429, 408, 409, 5xx, 529, connection errors,
+timeouts; never 400, 401, 403, 404 or an answer that broke its schema), exponential backoff
+with jitter, the provider's ``retry-after`` honoured when it gives one, and two bounds:
+a number of attempts and a total deadline across them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quorum.errors import ConfigError, PermanentError, RateLimited, TransientError
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Retry only what may pass: quorum's transient provider errors."""
+    return isinstance(exc, TransientError)
+
+
+def is_not_permanent(exc: BaseException) -> bool:
+    """For arbitrary tasks (the chapter's RETRY policy): retry anything except failures
+    that cannot pass (a rejected request, a bad key, a broken configuration)."""
+    return isinstance(exc, Exception) and not isinstance(exc, (PermanentError, ConfigError))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """When to try again.
+
+    ``attempts`` counts every try, the first included. The n-th retry waits
+    ``min(base_delay * multiplier**(n-1), max_delay)`` seconds, shortened by up to
+    ``jitter`` (a share) at random so that many failed calls do not return together; a
+    ``retry-after`` from the provider replaces that delay. ``deadline`` bounds the total
+    time from the first try: a retry that would start after it is not made.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 8.0
+    jitter: float = 0.25
+    deadline: float | None = 300.0
+    retry_on: Callable[[BaseException], bool] = is_transient
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(
+                f"Retry(attempts=...) counts the first try too, so it must be >= 1, got {self.attempts}"
+            )
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"Retry(jitter=...) is a share between 0 and 1, got {self.jitter}")
+
+    def delay(self, attempt: int, exc: BaseException, elapsed: float) -> float | None:
+        """Seconds to wait before try ``attempt + 1``, or ``None`` to give up now."""
+        if attempt >= self.attempts or not self.retry_on(exc):
+            return None
+        wait = self.backoff(attempt)
+        advised = advised_wait(exc)
+        if advised is not None and advised > 0:
+            wait = advised
+        if self.deadline is not None and elapsed + wait > self.deadline:
+            return None
+        return wait
+
+    def backoff(self, attempt: int) -> float:
+        raw = min(self.base_delay * self.multiplier ** (attempt - 1), self.max_delay)
+        return raw * (1 - self.jitter * self.rng.random())
+
+
+def advised_wait(exc: BaseException) -> float | None:
+    """The provider's own ``retry-after`` advice carried by an error, if any."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return exc.retry_after
+    info = getattr(exc, "rate_limits", None)
+    return info.retry_after if info is not None else None
+
+
+NO_RETRY = Retry(attempts=1)
