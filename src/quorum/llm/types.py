@@ -53,13 +53,18 @@ class Request:
     ``schema`` asks for a structured answer: a JSON schema (an object schema) that the
     provider's native mechanism enforces (Anthropic tool use, OpenAI ``response_format``,
     llama.cpp grammar); the parsed answer comes back as ``Reply.data``.
-    ``cache_prefix`` marks the system prompt as a cacheable prefix (Anthropic prompt caching).
+    ``prefix`` is shared context that many requests have in common (a document, code under
+    review): it goes first, before the system prompt, so that requests differing only in
+    their system prompt or question still share a prompt prefix. ``cache_prefix`` marks
+    that prefix (or, without one, the system prompt) cacheable (Anthropic prompt caching;
+    OpenAI caches long shared prefixes by itself).
     ``on_first_byte`` is called once when the answer starts to arrive; the cache-aware
     fan-out uses it to release the calls that can then read the leader's cache entry.
     """
 
     messages: tuple[Message, ...]
     system: str | None = None
+    prefix: str | None = None
     max_tokens: int = 1024
     temperature: float | None = None
     schema: Mapping[str, Any] | None = None
@@ -83,9 +88,15 @@ class Request:
         return cls(messages=(*history, Message("user", prompt)), system=system, **options)
 
     @property
+    def full_system(self) -> str | None:
+        """Prefix and system prompt as one text, for providers without system blocks."""
+        parts = [p for p in (self.prefix, self.system) if p]
+        return "\n\n".join(parts) if parts else None
+
+    @property
     def text(self) -> str:
         """System and message text joined: what scripted replies match against."""
-        parts = [self.system or ""] + [m.content for m in self.messages]
+        parts = [self.prefix or "", self.system or ""] + [m.content for m in self.messages]
         return "\n".join(p for p in parts if p)
 
     def size_hint(self) -> int:
