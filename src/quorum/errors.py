@@ -136,7 +136,12 @@ class NotFound(PermanentError):
 
 class InvalidReply(PermanentError):
     """The provider answered, but not with what was asked: garbage, a reply that breaks
-    the requested schema, or an answer cut off by the token limit."""
+    the requested schema, or an answer cut off by the token limit. ``text`` keeps what it
+    did answer, so a caller can fall back to reading it as text."""
+
+    def __init__(self, message: str, *, text: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.text = text
 
 
 class RequestTooLarge(QuorumError):

@@ -186,8 +186,11 @@ class FakeProvider:
     cancelled: int = 0
 
     def __post_init__(self) -> None:
-        if self.rules is not None and not isinstance(self.rules, list):
-            self.rules = load_rules(self.rules)  # a path
+        rules = self.rules
+        if isinstance(rules, (str, Path)) or (
+            rules is not None and not all(isinstance(r, Rule) for r in rules)
+        ):
+            self.rules = load_rules(rules)  # a path, or rules in their JSON form
         for kind in self.error_rate:
             if kind not in ERRORS:
                 raise errors.ConfigError(f"unknown error kind {kind!r}; known: {', '.join(ERRORS)}")
@@ -245,7 +248,9 @@ class FakeProvider:
         if request.schema is not None:
             data = answer if not isinstance(answer, str) else _json_or_none(answer)
             if data is None:
-                raise errors.InvalidReply(f"fake answer is not JSON: {text[:80]!r}", provider="fake")
+                raise errors.InvalidReply(
+                    f"fake answer is not JSON: {text[:80]!r}", provider="fake", text=text
+                )
             check(data, request.schema, where=f"fake/{self.model}")
         usage = Usage(estimate_tokens(request.text), estimate_tokens(text))
         return Reply(

@@ -25,8 +25,13 @@ class Provider(Protocol):
     hold connections also offer ``async aclose()``.
     """
 
-    name: str
-    model: str
-    capabilities: Capabilities
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     async def complete(self, request: Request) -> Reply: ...
