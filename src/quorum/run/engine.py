@@ -10,12 +10,16 @@ Structure: the stream owns its workers. Leaving ``async with stream(...)`` (norm
 ``break``, by an exception or by cancellation, Ctrl-C included) cancels the workers and
 waits for them, so no task is left running and no connection is left open. ``run`` is a
 stream consumed to the end.
+
+After a stop (a policy, the deadline, a budget) the rest of a collection (anything with a
+length) is reported skipped, one outcome per item; an iterator or generator is not pulled
+any further, since it may never end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -270,6 +274,8 @@ class Stream(Generic[T, R]):
         while self._pulled - self._yielded >= self._window:
             self._room.clear()
             await self._room.wait()
+        if self._stop is not None and not self._source.sized:
+            return None  # an iterator may be endless: after a stop, pull nothing more
         pulled = await self._source.next()
         if pulled is None:
             return None
@@ -413,6 +419,7 @@ class _Source(Generic[T]):
     """Lazy pulling from a sync or async iterable; one puller at a time."""
 
     def __init__(self, items: Iterable[T] | AsyncIterable[T]) -> None:
+        self.sized = isinstance(items, Sized)
         self._sync: Iterator[T] | None = None
         self._async: AsyncIterator[T] | None = None
         if isinstance(items, AsyncIterable):
