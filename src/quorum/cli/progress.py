@@ -71,7 +71,8 @@ class ProgressDisplay:
             self._progress.advance(task)
         elif event.kind is EventKind.RETRY:
             self._retries[name] = self._retries.get(name, 0) + 1
-            note = f"[yellow]{self._retries[name]} retries; next in {event.delay or 0:.1f}s ({event.error})[/yellow]"
+            retries, delay = self._retries[name], event.delay or 0.0
+            note = f"[yellow]{retries} retries; next in {delay:.1f}s ({event.error})[/yellow]"
             self._progress.update(task, note=note)
         self._maybe_show()
 
