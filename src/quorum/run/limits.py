@@ -7,8 +7,10 @@ first, so the rate decision is taken at the moment the call is really sent.
 Rate limits use GCRA, the Generic Cell Rate Algorithm (virtual scheduling form), weighted
 by cost: each unit of a per-minute limit has an emission interval ``T = 60 / limit``
 seconds; the limiter keeps a theoretical arrival time ``tat``; a call costing ``c`` units may
-start when ``tat - now <= burst`` and then pushes ``tat`` to ``max(tat, now) + c * T``. This
-is a token bucket seen from the side: the same long-run rate, no bookkeeping timer, and a
+start when it fits within the burst tolerance, ``max(tat, now) + c * T - now <= burst``,
+or when nothing is owed (``tat <= now``: a call bigger than the burst goes, alone), and
+then pushes ``tat`` to ``max(tat, now) + c * T``; at most ``burst`` seconds of quota go at
+once. This is a token bucket seen from the side: the same long-run rate, no bookkeeping timer, and a
 burst tolerance we choose. We choose a small one (one second of quota by default), so a
 fresh run does not fire a full minute of requests at once, which is what provider
 limits punish (Anthropic enforces limits over shorter intervals than a minute).
@@ -32,6 +34,8 @@ from quorum.llm.ratelimits import RateLimitInfo
 from quorum.llm.types import Usage
 from quorum.run.clock import SYSTEM_CLOCK, Clock
 from quorum.run.estimate import Cost
+
+_EPSILON_S = 1e-9  # waits shorter than this are float noise, not quota
 
 
 class Limit(Protocol):
@@ -113,7 +117,12 @@ class Rate:
 
     def _wait_s(self, units: float) -> float:
         now = self.clock.now()
-        return max(self._paused_until - now, self._tat - self.burst - now, 0.0)
+        wait = max(self._paused_until - now, self._start_at(units) - now)
+        return wait if wait > _EPSILON_S else 0.0
+
+    def _start_at(self, units: float) -> float:
+        """The earliest start: once the call fits in the burst, or once nothing is owed."""
+        return self._tat + min(units * self.interval - self.burst, 0.0)
 
     def release(self, cost: Cost, usage: Usage | None) -> None:
         actual = self.used(usage) if usage is not None else None
@@ -138,7 +147,7 @@ class Rate:
     @property
     def available_at(self) -> float:
         """When a one-unit call could start (for progress displays)."""
-        return max(self._paused_until, self._tat - self.burst)
+        return max(self._paused_until, self._start_at(1.0))
 
 
 class RequestRate(Rate):
