@@ -5,6 +5,10 @@ blocks), temperature, stop_sequences, tools, tool_choice, stream and ``cache_con
 breakpoints; answers with a ``message`` object or its server-sent event stream, and
 fails with Anthropic's error bodies and headers.
 
+Since API version 2026-10-21 (what SDK 2.x sends in ``anthropic-version``) the sampling
+parameters ``temperature``, ``top_p`` and ``top_k`` are refused with a 400, whatever their
+value, as Anthropic does; older versions accept ``temperature`` between 0 and 1.
+
 A forced tool (``tool_choice`` of type ``tool``, or ``any`` with a single tool) asks for
 a structured answer: the scripted JSON object becomes the ``tool_use`` input. A script
 that answers plain text instead yields a text block, as a model that ignored the tool
@@ -45,8 +49,9 @@ class AnthropicApi:
         bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
         return bool(headers.get("x-api-key", "").strip() or bearer)
 
-    def parse(self, body: Any) -> Call:
+    def parse(self, body: Any, headers: Mapping[str, str]) -> Call:
         body = _object(body, "the request body")
+        _check_sampling(body, headers.get("anthropic-version", ""))
         model = _required(body, "model", str)
         max_tokens = _required(body, "max_tokens", int)
         if max_tokens < 1:
@@ -189,6 +194,18 @@ def _required(body: Mapping[str, Any], name: str, kind: type) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise WireError(400, f"{name}: expected {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+SAMPLING_REMOVED_IN = "2026-10-21"
+_SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def _check_sampling(body: Mapping[str, Any], version: str) -> None:
+    if version.strip() < SAMPLING_REMOVED_IN:
+        return
+    for name in _SAMPLING:
+        if name in body:
+            raise WireError(400, f"{name}: Extra inputs are not permitted")
 
 
 def _temperature(value: Any) -> float | None:

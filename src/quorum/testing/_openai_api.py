@@ -45,7 +45,7 @@ class OpenAIApi:
     def authorized(self, headers: Mapping[str, str]) -> bool:
         return bool(headers.get("authorization", "").removeprefix("Bearer ").strip())
 
-    def parse(self, body: Any) -> Call:
+    def parse(self, body: Any, headers: Mapping[str, str]) -> Call:
         if not isinstance(body, dict):
             raise WireError(400, "the request body must be a JSON object")
         model = body.get("model")

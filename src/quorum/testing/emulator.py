@@ -50,6 +50,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +69,7 @@ from quorum.testing._wire import Call, Content, Fault, WireApi, WireError, answe
 
 ERROR_KINDS = ("429", "500", "529", "reset", "hang", "malformed")
 DUMMY_KEY = "emulator-dummy-key"
+RECENT = 100
 Script = str | Path | Sequence[Any] | None
 
 __all__ = ["DUMMY_KEY", "ERROR_KINDS", "Emulator", "EmulatorStats", "Latency", "parse_latency"]
@@ -77,7 +79,8 @@ class Emulator:
     """An Anthropic- and OpenAI-compatible HTTP server on 127.0.0.1; see the module docs.
 
     Use it as an async context manager in async code, or ``with emu.in_thread():``
-    from synchronous code (tests that start subprocesses).
+    from synchronous code (tests that start subprocesses). ``stats`` counts what
+    happened on the wire; ``recent`` holds the last 100 ``(path, JSON body)`` received.
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class Emulator:
         self.errors = check_error_shares(errors or {})
         self.retry_after = retry_after
         self.stats = EmulatorStats()
+        # The last request bodies, for tests that check what a client sent.
+        self.recent: deque[tuple[str, Any]] = deque(maxlen=RECENT)
         self._rng = random.Random(seed)
         self._limits = _limits(rpm, itpm, burst)
         self._cache = PromptCache(cache_ttl, time.monotonic, cache_min_tokens)
@@ -187,7 +192,9 @@ class Emulator:
             wire.error(401, "invalid x-api-key: no API key was sent (any value works here)")
             return
         try:
-            call = api.parse(json.loads(http.body))
+            body = json.loads(http.body)
+            self.recent.append((http.path, body))
+            call = api.parse(body, http.headers)
         except WireError as exc:
             wire.error(exc.status, str(exc))
             return
