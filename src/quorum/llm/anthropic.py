@@ -6,7 +6,14 @@ against the schema. ``cache_prefix`` sends the system prompt as a text block mar
 ``cache_control: ephemeral``, so calls that share it read it from Anthropic's prompt
 cache. ``on_first_byte`` switches to streaming, to learn when the answer begins (the
 moment its cache entry exists). The SDK's own retries are off: quorum's engine is the
-one retry layer. Anthropic has no sampling seed, so ``Request.seed`` is not sent.
+one retry layer.
+
+Two request fields cannot be sent. Anthropic has no sampling seed, so ``Request.seed``
+is dropped. And since API version 2026-10-21, which the SDK sends, the Messages API
+refuses ``temperature`` (and ``top_p``, ``top_k``) with a 400 whatever its value, and the
+SDK no longer has the parameter: ``Request.temperature`` is therefore not sent either, and
+the first request that sets it logs a warning, so the loss is visible. Diversity among
+Anthropic voters comes from their prompts.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+API_VERSION = "2026-10-21"  # what the anthropic SDK 2.x sends as anthropic-version
 _OPTIONS = ("model", "api_key", "base_url", "timeout")
 _SDK_ERRORS = SdkErrors(
     status=anthropic.APIStatusError,
@@ -73,6 +81,7 @@ class AnthropicProvider:
             api_key=self._key.reveal(), base_url=self._base_url, timeout=timeout, max_retries=0
         )
         self._boundary = Boundary(self.name, _SDK_ERRORS, KEY_ENV, self._base_url, timeout)
+        self._warned_temperature = False
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, base_url={self._base_url!r})"
@@ -108,13 +117,21 @@ class AnthropicProvider:
         if request.system:
             params["system"] = _system(request.system, cache=request.cache_prefix)
         if request.temperature is not None:
-            params["temperature"] = request.temperature
+            self._note_temperature(request.temperature)
         if request.stop:
             params["stop_sequences"] = list(request.stop)
         if request.schema is not None:
             params["tools"] = [_tool(request.schema_name, request.schema)]
             params["tool_choice"] = {"type": "tool", "name": request.schema_name}
         return params
+
+    def _note_temperature(self, temperature: float) -> None:
+        if not self._warned_temperature:
+            self._warned_temperature = True
+            log.warning(
+                "anthropic: temperature=%g is not sent: the Messages API (version %s) refuses "
+                "sampling parameters; vary the prompts instead", temperature, API_VERSION,
+            )
 
     async def _create(self, params: dict[str, Any]) -> tuple[ApiMessage, Mapping[str, str]]:
         raw = await self._client.messages.with_raw_response.create(**params)
