@@ -114,8 +114,9 @@ class AnthropicProvider:
             "max_tokens": request.max_tokens,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
         }
-        if request.system:
-            params["system"] = _system(request.system, cache=request.cache_prefix)
+        system = _system(request)
+        if system:
+            params["system"] = system
         if request.temperature is not None:
             self._note_temperature(request.temperature)
         if request.stop:
@@ -174,7 +175,7 @@ class AnthropicProvider:
         if message.stop_reason == "max_tokens":
             raise InvalidReply(
                 f"{where}: the structured answer was cut off at max_tokens={request.max_tokens}; "
-                "raise max_tokens or ask for a shorter answer", provider=self.name,
+                "raise max_tokens or ask for a shorter answer", provider=self.name, text=text,
             )
         tool = next((b for b in message.content
                      if b.type == "tool_use" and b.name == request.schema_name), None)
@@ -182,12 +183,12 @@ class AnthropicProvider:
             said = " ".join(text.split())[:120]
             raise InvalidReply(
                 f"{where} answered without calling the {request.schema_name!r} tool "
-                f"(stop_reason {message.stop_reason}): {said!r}", provider=self.name,
+                f"(stop_reason {message.stop_reason}): {said!r}", provider=self.name, text=text,
             )
         try:
             return check(tool.input, schema, where=where)
         except InvalidReply as exc:
-            exc.provider = self.name
+            exc.provider, exc.text = self.name, json.dumps(tool.input)
             raise
 
 
@@ -201,11 +202,20 @@ def _key(api_key: str | None) -> str:
     return key
 
 
-def _system(text: str, *, cache: bool) -> str | list[dict[str, Any]]:
-    if not cache:
-        return text
-    # The breakpoint makes everything up to and including the system prompt cacheable.
-    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+def _system(request: Request) -> str | list[dict[str, Any]]:
+    """The shared prefix and the system prompt, as text blocks when one must be marked.
+
+    The prefix goes first so calls that differ only in their system prompt still share
+    it; with ``cache_prefix`` the breakpoint goes on the prefix (or, without one, on the
+    system prompt), making everything up to and including it cacheable.
+    """
+    if not request.prefix and not request.cache_prefix:
+        return request.system or ""
+    texts = [t for t in (request.prefix, request.system) if t]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": t} for t in texts]
+    if request.cache_prefix and blocks:
+        blocks[0]["cache_control"] = {"type": "ephemeral"}
+    return blocks
 
 
 def _tool(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,9 @@ class OpenAIProvider:
     # --- the request ------------------------------------------------------------------
 
     def _params(self, request: Request) -> dict[str, Any]:
-        messages = [{"role": "system", "content": request.system}] if request.system else []
+        # The shared prefix leads the system message: OpenAI caches long common prefixes.
+        system = request.full_system
+        messages = [{"role": "system", "content": system}] if system else []
         messages += [{"role": m.role, "content": m.content} for m in request.messages]
         budget = "max_completion_tokens" if _REASONING.match(self.model) else "max_tokens"
         params: dict[str, Any] = {"model": self.model, "messages": messages,
@@ -191,17 +193,19 @@ class OpenAIProvider:
 
     def _structured(self, request: Request, schema: Mapping[str, Any], answer: _Answer) -> Any:
         where = f"openai/{self.model}"
+        text = answer.text or ""
         if answer.finish_reason == "length":
             raise InvalidReply(
                 f"{where}: the structured answer was cut off at max_tokens={request.max_tokens}; "
-                "raise max_tokens or ask for a shorter answer", provider=self.name,
+                "raise max_tokens or ask for a shorter answer", provider=self.name, text=text,
             )
         if answer.refusal:
-            raise InvalidReply(f"{where} refused: {answer.refusal[:200]}", provider=self.name)
+            raise InvalidReply(f"{where} refused: {answer.refusal[:200]}", provider=self.name,
+                               text=answer.refusal)
         try:
-            return check(parse_json(answer.text or "", where=where), schema, where=where)
+            return check(parse_json(text, where=where), schema, where=where)
         except InvalidReply as exc:
-            exc.provider = self.name
+            exc.provider, exc.text = self.name, text
             raise
 
 
