@@ -94,7 +94,10 @@ class LocalProvider:
         return self._pool.stats
 
     async def complete(self, request: Request) -> Reply:
-        """Generate an answer in a worker thread; the event loop stays free meanwhile."""
+        """Generate an answer in a worker thread; the event loop stays free meanwhile.
+
+        ``Reply.latency_s`` is the generation itself, not the wait for a free instance.
+        """
         plan = self._plan(request)
         _log.debug("local/%s request: %r", self.model, plan)
         try:
@@ -131,24 +134,35 @@ class LocalProvider:
     def _grammar(self, schema: Mapping[str, Any] | None) -> Any:
         if schema is None:
             return None
-        return _grammar_for(self._llama_cpp, json.dumps(schema))
+        return _grammar_for(json.dumps(schema))
 
     def _generate(self, plan: _Plan, model: Model, cancel: threading.Event) -> _Generated:
-        """Run one generation on ``model`` (in a worker thread); stop early on ``cancel``."""
+        """Run one generation on ``model`` (in a worker thread); stop early on ``cancel``.
+
+        ``create_chat_completion`` takes no stopping criteria, so this does what it does
+        inside (format with the model's chat template, then ``create_completion``) and
+        adds the criterion that reports the first token and honours ``cancel``.
+        """
         prompt, stop, criteria = model.prompt(plan.messages)
         _check_fits(len(prompt), plan, model)
         watch = _Watch(cancel, plan.on_first_token)
         started = time.perf_counter()
-        output = model.llama.create_completion(
-            prompt=prompt, max_tokens=plan.max_tokens, temperature=plan.temperature,
-            seed=plan.seed, stop=plan.stop + stop, grammar=plan.grammar,
-            stopping_criteria=self._llama_cpp.StoppingCriteriaList([*criteria, watch]),
-            # The chat handlers' repeat penalty keeps free text from looping; in JSON it
-            # would punish the quotes and commas the grammar requires.
-            repeat_penalty=1.0 if plan.grammar is not None else 1.1,
-        )
+        try:
+            output = model.llama.create_completion(
+                prompt=prompt, max_tokens=plan.max_tokens, temperature=plan.temperature,
+                seed=plan.seed, stop=plan.stop + stop, grammar=plan.grammar,
+                stopping_criteria=self._llama_cpp.StoppingCriteriaList([*criteria, watch]),
+                # The chat handlers' repeat penalty keeps free text from looping; in JSON it
+                # would punish the quotes and commas the grammar requires.
+                repeat_penalty=1.0 if plan.grammar is not None else 1.1,
+            )
+        except (RuntimeError, ValueError) as exc:
+            # llama.cpp's own failures (a decode error, a grammar it cannot compile): the
+            # model's side failed, as a 5xx would, so the retry layer may try once more.
+            raise errors.ServerError(f"llama.cpp failed while generating: {exc}",
+                                     provider=self.name) from exc
         if cancel.is_set():
-            raise PoolClosed("the generation was stopped: the local provider was closed")
+            raise PoolClosed("the local provider was closed while this call ran")
         return _Generated(output, time.perf_counter() - started)
 
     def _reply(self, request: Request, done: _Generated) -> Reply:
@@ -287,16 +301,15 @@ def _chat_messages(request: Request) -> list[dict[str, str]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _grammar_for(llama_cpp: ModuleType, schema_json: str) -> Any:
-    """The GBNF grammar for a schema, compiled once per schema. A schema the converter
+def _grammar_for(schema_json: str) -> Any:
+    """The GBNF grammar for a schema, converted once per schema. A schema the converter
     cannot express falls back to "any JSON"; the answer is still checked afterwards."""
-    grammar = importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar
+    grammars = importlib.import_module("llama_cpp.llama_grammar")
     try:
-        return grammar.from_json_schema(schema_json, verbose=False)
+        return grammars.LlamaGrammar.from_json_schema(schema_json, verbose=False)
     except Exception as exc:  # the converter raises assorted errors on unsupported keywords
         _log.debug("schema not expressible as a llama.cpp grammar (%s); using plain JSON", exc)
-        return grammar.from_string(importlib.import_module(
-            "llama_cpp.llama_grammar").JSON_GBNF, verbose=False)
+        return grammars.LlamaGrammar.from_string(grammars.JSON_GBNF, verbose=False)
 
 
 def _check_fits(prompt_tokens: int, plan: _Plan, model: Model) -> None:
