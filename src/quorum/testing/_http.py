@@ -102,7 +102,8 @@ class HttpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), self._host, self._requested_port, reuse_address=True
+            lambda: _Connection(self._handler, self._stats, self._connections),
+            self._host, self._requested_port, reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -118,9 +119,10 @@ class HttpServer:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: HttpServer) -> None:
-        self._server = server
-        self._stats = server._stats
+    def __init__(self, handler: Handler, stats: EmulatorStats, live: set[_Connection]) -> None:
+        self._handler = handler
+        self._stats = stats
+        self._live = live  # the server's open connections, to drop them all at stop
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._head: _Head | None = None
@@ -132,7 +134,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._server._connections.add(self)
+        self._live.add(self)
         self._stats.connections_open += 1
         self._stats.connections_total += 1
 
@@ -142,7 +144,7 @@ class _Connection(asyncio.Protocol):
             self._dispatch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server._connections.discard(self)
+        self._live.discard(self)
         self._stats.connections_open -= 1
         if self._task is not None and not self._task.done() and not self._closing:
             self._stats.aborted += 1
@@ -208,7 +210,7 @@ class _Connection(asyncio.Protocol):
         exchange = Exchange(self, request.keep_alive)
         self._stats.request_started()
         try:
-            await self._server._handler(request, exchange)
+            await self._handler(request, exchange)
         except Exception:
             log.exception("emulator handler failed on %s %s", request.method, request.path)
             if not exchange.started:

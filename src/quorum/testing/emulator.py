@@ -27,7 +27,8 @@ The knobs:
     shares of requests that fail on purpose: ``{"429": 0.1, "500": 0.05}``. Kinds:
     ``429`` (with retry-after), ``500``, ``529``, ``reset`` (connection reset, no
     response), ``hang`` (no response until the client gives up or the server stops),
-    ``malformed`` (a 200 whose JSON body is broken).
+    ``malformed`` (a 200 whose JSON body is broken). Errors and resets come at the time
+    to first byte, broken bodies at the full latency, enforced-limit 429s at once.
 ``rpm``, ``itpm``, ``burst``
     enforced limits on requests and input tokens per minute, answered with real 429s,
     ``retry-after`` and each API's rate-limit headers. They are continuously refilled
@@ -36,6 +37,8 @@ The knobs:
 ``cache_ttl``, ``cache_min_tokens``
     prompt-cache entry lifetime (300 s, as Anthropic's default) and the smallest prefix
     cached (0 here so tests stay small; Anthropic's own minimum is 1024 tokens).
+``retry_after``
+    the seconds an injected 429 asks the client to wait (1).
 ``seed``
     the random draws (errors, latency) repeat for the same seed and request order.
 """
