@@ -45,8 +45,9 @@ def command(
 ) -> None:
     """Serve a local Anthropic- and OpenAI-compatible API until Ctrl-C.
 
-    The official SDKs talk to it unmodified: export the printed variables, or give the
-    base URLs to your client. Answers come from --script rules, else a short echo.
+    The official SDKs talk to it unmodified: export the printed
+    variables, or give the base URLs to your client. Answers come
+    from --script rules, else a short echo.
     """
     errors = {"429": error_429, "500": error_500, "529": error_529, "reset": error_reset,
               "hang": error_hang, "malformed": error_malformed}
