@@ -11,8 +11,9 @@ early stopping (``Adaptive``), and a prompt-cache-aware fan-out.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -198,12 +199,16 @@ class VotingWorkflow:
         outcomes: list[Outcome[Reply]] = []
         stopped = None
         names = [v.name for v in voters]
-        async with stream(cast, range(len(voters)), concurrency=wave, ids=lambda i, _x: names[i]) as flow:
+        gate = _Gate(len(voters), wave) if self.adaptive is not None else None
+        ballot = gate.indices() if gate is not None else range(len(voters))
+        async with stream(cast, ballot, concurrency=wave, ids=lambda _i, x: names[x]) as flow:
             async for outcome in flow:
                 outcomes.append(outcome)
                 stopped = self._settled(outcomes, voters, options)
                 if stopped:
                     break
+                if gate is not None:
+                    gate.counted_one()
         outcomes.sort(key=lambda o: o.index)
         return outcomes, flow.summary, stopped
 
@@ -279,6 +284,31 @@ class VotingWorkflow:
             scores=dict(result.counts),
             agreement=result.share,
         )
+
+
+class _Gate:
+    """Voter indices for adaptive voting, handed out so that no more than ``wave`` voters
+    are ever asked beyond the votes already counted. The engine starts the next task the
+    moment one finishes; without this gate it would ask the next voter before the
+    stopping rule had seen the vote that settles the result, paying for answers that are
+    then thrown away."""
+
+    def __init__(self, count: int, wave: int) -> None:
+        self.count = count
+        self.wave = wave
+        self.counted = 0
+        self._moved = asyncio.Event()
+
+    async def indices(self) -> AsyncIterator[int]:
+        for index in range(self.count):
+            while index - self.counted >= self.wave:
+                self._moved.clear()
+                await self._moved.wait()
+            yield index
+
+    def counted_one(self) -> None:
+        self.counted += 1
+        self._moved.set()
 
 
 def _whole_counts(votes: Sequence[Vote], result: Tally, options: Sequence[str] | None) -> dict[str, int]:
