@@ -270,7 +270,7 @@ class VotingWorkflow:
 
     def _aggregate(self, votes: list[Vote], options: Sequence[str] | None) -> VotingResult:
         result = self._tally(votes, options)
-        counts = _whole_counts(votes, result, options)
+        counts = _whole_counts(votes, result, options, self.similar)
         return VotingResult(
             votes=votes,
             winner=result.winner,
@@ -311,15 +311,21 @@ class _Gate:
         self._moved.set()
 
 
-def _whole_counts(votes: Sequence[Vote], result: Tally, options: Sequence[str] | None) -> dict[str, int]:
-    """The chapter's ``vote_counts``: votes per decision (clustered answers by their label)."""
+def _whole_counts(
+    votes: Sequence[Vote],
+    result: Tally,
+    options: Sequence[str] | None,
+    similar: Callable[[str, str], bool] | None,
+) -> dict[str, int]:
+    """The chapter's ``vote_counts``: votes per decision (free-text answers grouped by the
+    same rule as the tally, and named by their cluster's label)."""
     if options:
         counts: dict[str, int] = {}
         for vote in votes:
             if vote.valid:
                 counts[vote.decision] = counts.get(vote.decision, 0) + 1
         return counts
-    unweighted = cluster_vote([v.decision for v in votes if v.valid])
+    unweighted = cluster_vote([v.decision for v in votes if v.valid], same=similar)
     return {label: round(n) for label, n in unweighted.counts.items()} if result.counts else {}
 
 
