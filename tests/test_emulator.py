@@ -513,6 +513,25 @@ async def test_chunked_request_bodies_are_refused(emu: Emulator) -> None:
     assert b" 411 " in status_line
 
 
+async def test_hundreds_of_simultaneous_connections_are_served() -> None:
+    body = json.dumps({"model": MODEL, "max_tokens": 9,
+                       "messages": [{"role": "user", "content": "a"}]}).encode()
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))
+
+    async def one(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        status = await reader.readline()
+        writer.close()
+        return status
+
+    async with Emulator(latency=0.1) as emu:
+        statuses = await asyncio.gather(*(one(emu.port) for _ in range(300)))
+    assert {s.split(b" ")[1] for s in statuses} == {b"200"}
+    assert emu.stats.max_in_flight > 100
+
+
 def test_in_thread_serves_synchronous_callers() -> None:
     with Emulator(script=RULES).in_thread() as emu:
         response = httpx2.post(

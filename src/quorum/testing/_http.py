@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 32 * 1024 * 1024
+# Fan-outs open hundreds of connections at once; the default backlog of 100 drops some.
+BACKLOG = 2048
 _REASONS = {529: "Overloaded"}
 
 Headers = Sequence[tuple[str, str]]
@@ -103,7 +105,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self._handler, self._stats, self._connections),
-            self._host, self._requested_port, reuse_address=True,
+            self._host, self._requested_port, reuse_address=True, backlog=BACKLOG,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
