@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -330,12 +331,10 @@ def test_group_ids_survive_moved_code_and_differ_between_groups() -> None:
     moved.sources["app/login.py"] = "\n\n\n" + LOGIN.replace("    query", "        query")
     for group in moved.groups:
         if group.path == "app/login.py":
-            group.findings = [_shifted(f, 3) for f in group.findings]
+            group.findings = [
+                replace(f, start_line=f.start_line + 3, end_line=f.end_line + 3) for f in group.findings
+            ]
     assert group_ids(moved) == before
-
-
-def _shifted(f: Finding, by: int) -> Finding:
-    return Finding(**{**f.__dict__, "start_line": f.start_line + by, "end_line": f.end_line + by})
 
 
 # -- Markdown --------------------------------------------------------------------------
