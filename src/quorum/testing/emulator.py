@@ -192,7 +192,8 @@ class Emulator:
             return
         wire = _Responder(api, exchange, f"emu{next(self._ids):010d}", self._limits)
         if not api.authorized(http.headers):
-            wire.error(401, "invalid x-api-key: no API key was sent (any value works here)")
+            wire.error(401, "no API key was sent: send x-api-key or Authorization: Bearer "
+                            "(any value works with this emulator)")
             return
         try:
             body = json.loads(http.body)
