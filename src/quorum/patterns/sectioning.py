@@ -66,7 +66,7 @@ class SectioningResult:
     summary: Summary = field(default_factory=Summary)
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self.__dataclass_fields__:
+        if key not in self:  # "merged" too, when merge_results=False, as in the chapter
             raise KeyError(key)
         return getattr(self, key)
 
