@@ -152,7 +152,7 @@ def check_template(template: str, *, where: str, fields: Sequence[str] = ("input
             f"{where}: prompt_template is not a valid template ({exc}); "
             "write {{ and }} for literal braces"
         ) from exc
-    for _text, name, _spec, _conv in parts:
+    for _text, name, spec, _conv in parts:
         if name is not None and name not in fields:
             allowed = ", ".join("{" + f + "}" for f in fields)
             shown = "{" + name + "}" if name else "{}"
@@ -160,6 +160,8 @@ def check_template(template: str, *, where: str, fields: Sequence[str] = ("input
                 f"{where}: prompt_template uses {shown}, but only {allowed} is filled in; "
                 "write {{ and }} for literal braces"
             )
+        if spec:  # a format spec may hold fields of its own: "{input:{width}}"
+            check_template(spec, where=where, fields=fields)
 
 
 def merge(results: Sequence[SectionResult]) -> str:
