@@ -109,7 +109,7 @@ def _summary(result: CodeReviewResult) -> str:
     stats = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in _stats(result))
     return (
         '<section id="summary"><h2>Summary</h2>'
-        f'<p>Overall risk <span class="risk risk-{escape(risk)}">{escape(risk.upper())}</span> '
+        f'<p>Overall risk <span class="risk risk-{risk}">{escape(result.risk_consensus.upper())}</span> '
         f"with {result.confidence:.0%} of reviewers agreeing.</p>"
         f'<dl class="stats">{stats}</dl>{_time_bars(result)}</section>'
     )
