@@ -30,8 +30,13 @@ a Python repr, never NaN or infinity) and ``dumps(result)`` its text. The shape,
     }
 
 Groups keep the order of ``result.groups``; ``id`` is stable across runs while the
-flagged code does not change (see ``group_ids``). Times are seconds, rounded to the
-millisecond; money is US dollars.
+flagged code does not change (see ``group_ids``); ``rule_id`` is the SARIF rule of a
+confirmed group. ``recommendations`` lists the non-empty ones; ``excerpt`` is the flagged
+lines (``start_line``..``end_line`` of the group) with two lines of context, null when
+the source is unknown. A review's ``unit`` is a ``units[].key`` and its ``findings`` a
+count. Times are seconds from the start of the review, rounded to the millisecond;
+money is US dollars; an unknown number is null. A change that removes or renames a field
+raises ``schema_version``.
 """
 
 from __future__ import annotations
