@@ -121,3 +121,24 @@ def parse_cwe(text: object) -> int | None:
         return text if text > 0 else None
     digits = "".join(ch for ch in str(text or "") if ch.isdigit())
     return int(digits) if digits and int(digits) > 0 else None
+
+
+def category_for_cwe(cwe: int | None) -> Category:
+    """The category a CWE belongs to: the one naming that CWE, else the first one of its
+    family (CWE-95 is code injection, CWE-259 a hard-coded secret), else ``other``."""
+    if cwe is None:
+        return Category.OTHER
+    for category, own in CWE_OF.items():
+        if own == cwe:
+            return category
+    family = family_of(cwe)
+    for category, own in CWE_OF.items():
+        if own is not None and family_of(own) == family:
+            return category
+    return Category.OTHER
+
+
+def risk_rank(risk: str) -> int:
+    """Order of overall risks: none < low < medium < high < critical; anything else -1."""
+    value = risk.strip().lower()
+    return RISKS.index(value) if value in RISKS else -1

@@ -1,0 +1,87 @@
+"""The vote: findings from different reviewers that describe one weakness, counted.
+
+The chapter groups findings by the exact text ``type:location``, so "SQL Injection" at
+"line 5" and "SQLi" at "login()" never confirm each other. Here two findings are the same
+weakness when they name the same CWE family (``taxonomy.family_of``: CWE-89 and CWE-564
+are both SQL injection) in the same file on lines at most ``SLACK`` apart. The relation
+is transitive: a sorted sweep over each (file, family) chains findings whose ranges
+touch. Different families on one line stay apart: an SQL injection and a hard-coded
+password on line 5 are two problems.
+
+A group is confirmed when at least ``confirm`` distinct reviewers report it (one reviewer
+reporting a weakness twice, from overlapping windows, is still one vote), or when it
+holds a finding of a self-confirming static voter (``injection_guard``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from itertools import groupby
+
+from quorum.apps.review.model import Finding, FindingGroup
+from quorum.apps.review.static import INJECTION_GUARD
+from quorum.apps.review.taxonomy import risk_rank, severity_rank
+
+SLACK = 3
+SELF_CONFIRMING = frozenset({INJECTION_GUARD})
+
+
+def group_findings(
+    findings: Iterable[Finding],
+    *,
+    confirm: int = 2,
+    slack: int = SLACK,
+    self_confirming: Collection[str] = SELF_CONFIRMING,
+) -> list[FindingGroup]:
+    """Findings grouped and voted on, confirmed first, then by severity and position."""
+    groups: list[FindingGroup] = []
+    by_place = sorted(findings, key=lambda f: (f.path, f.family, f.start_line, f.end_line))
+    for _, same in groupby(by_place, key=lambda f: (f.path, f.family)):
+        groups.extend(_sweep(list(same), slack))
+    for group in groups:
+        group.confirmed = group.vote_count >= confirm or any(
+            f.reviewer in self_confirming for f in group.findings
+        )
+    return sorted(groups, key=_rank)
+
+
+def _sweep(findings: Sequence[Finding], slack: int) -> list[FindingGroup]:
+    """Chains of findings (sorted by start line) whose line ranges come within ``slack``."""
+    groups: list[FindingGroup] = []
+    reach = 0
+    for finding in findings:
+        if groups and finding.start_line <= reach + slack:
+            groups[-1].findings.append(finding)
+            reach = max(reach, finding.end_line)
+        else:
+            groups.append(FindingGroup([finding]))
+            reach = finding.end_line
+    return groups
+
+
+def _rank(group: FindingGroup) -> tuple[bool, int, str, int]:
+    return (not group.confirmed, -severity_rank(group.severity), group.path, group.start_line)
+
+
+def highest_risk(risks: Iterable[str]) -> str:
+    """A reviewer's overall risk across its units: the highest it gave (a file with one
+    critical function is critical), or "unknown" when it gave none."""
+    known = [r for r in risks if risk_rank(r) >= 0]
+    return max(known, key=risk_rank) if known else "unknown"
+
+
+def risk_consensus(risks: Sequence[str]) -> tuple[str, float]:
+    """The chapter's consensus: the overall risk most reviewers gave, and its share of
+    the reviewers that gave one ("unknown" ones do not count) as the confidence.
+
+    Unlike ``Counter.most_common``, whose ties fall to whichever risk came first, a tie
+    goes to the higher risk: two reviewers saying "high" and two saying "low" is reported
+    as "high" at 50% confidence, since under-stating a risk costs more than over-stating
+    it. No known risk at all gives ("unknown", 0.0)."""
+    known = [r.strip().lower() for r in risks if risk_rank(r) >= 0]
+    if not known:
+        return "unknown", 0.0
+    counts = Counter(known)
+    winner = max(counts, key=lambda r: (counts[r], risk_rank(r)))
+    return winner, counts[winner] / len(known)
