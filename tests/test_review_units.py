@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 
 import pytest
@@ -92,7 +93,7 @@ def test_windows_overlap_and_cover_everything() -> None:
     spans_ = list(windows(lines, 500))
     assert spans_[0][0] == 0
     assert spans_[-1][1] == 200
-    for (_, end), (start, _) in zip(spans_, spans_[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans_):
         assert 0 < end - start <= 5  # overlapping, but by a few lines only
     assert all(shown_chars(lines[a:b]) <= 500 for a, b in spans_)
 

@@ -192,6 +192,7 @@ class CodeReviewResult:
     model: str = ""
     summary: Summary = field(default_factory=Summary)
     sources: dict[str, str] = field(default_factory=dict, repr=False)  # path -> text, for excerpts
+    warnings: list[str] = field(default_factory=list)  # e.g. files that were not valid UTF-8
 
     @property
     def confirmed(self) -> list[FindingGroup]:
