@@ -1,0 +1,107 @@
+"""``quorum translate TEXT|FILE --to fr,de,ja``: the chapter's translation exercise.
+
+Languages in parallel; in each, three translator personas translate and then vote for
+the best version. The Markdown report on stdout shows every translation with its
+confidence and whether it had high consensus or was disputed; a language that failed is
+reported and the others are kept (``--json``: the result as JSON). The exit code is 1 if
+a language failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from quorum.apps.translate import TranslationWorkflow, language_names, to_dict
+from quorum.cli._feed import Feed, last_label
+from quorum.cli.common import (
+    BudgetOpt,
+    ConcurrencyOpt,
+    JsonOpt,
+    ModelOpt,
+    RpmOpt,
+    Settings,
+    TimeoutOpt,
+    TpmOpt,
+    VerboseOpt,
+    execute,
+    fail,
+)
+from quorum.run.events import Event
+
+
+def command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="TEXT|FILE",
+            help="The text, or a file holding it (an existing path is read); - reads stdin.",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[
+        str,
+        typer.Option("--to", "-t", help="Target languages, comma-separated: codes (fr) or names (French)."),
+    ],
+    threshold: Annotated[
+        float,
+        typer.Option("--threshold", help="The winner's share of the votes that marks high consensus."),
+    ] = 0.6,
+    model: ModelOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    budget: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
+    json_output: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Translate into several languages at once; in each, three translators vote on the best version."""
+    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
+    languages = [part.strip() for part in to.split(",") if part.strip()]
+    code = execute(lambda: _translate(settings, source, languages, threshold), verbose=verbose)
+    raise typer.Exit(code)
+
+
+async def _translate(settings: Settings, source: str, languages: list[str], threshold: float) -> int:
+    text = read_text(source)
+    language_names(languages)  # checked before connecting: a typo costs nothing
+    feed = Feed("translate", group=lambda event: last_label(event) or "languages", is_call=_in_a_language)
+    async with settings.connect() as llm:
+        workflow = TranslationWorkflow(
+            llm=llm, consensus_threshold=threshold, max_concurrent=settings.concurrency
+        )
+        with feed:
+            result = await workflow.run(
+                text, languages, on_event=feed.on_event, budget=settings.make_budget()
+            )
+    if settings.json:
+        sys.stdout.write(json.dumps(to_dict(result), ensure_ascii=False, indent=2) + "\n")
+    else:
+        sys.stdout.write(result.report())
+    feed.close(result.summary)
+    return 1 if result.failed else 0
+
+
+def _in_a_language(event: Event) -> bool:
+    """The calls are the tasks of the runs labelled by language (translations, votes)."""
+    return bool(event.run)
+
+
+def read_text(source: str) -> str:
+    """The text to translate: stdin for ``-``, an existing file's content, else the
+    argument itself."""
+    if source == "-":
+        return sys.stdin.read()
+    # A long or multi-line argument is text: asking the file system about it would fail.
+    path = Path(source)
+    if len(source) < 1024 and "\n" not in source and "\0" not in source and path.is_file():
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            fail(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    return source
