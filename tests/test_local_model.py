@@ -135,7 +135,8 @@ async def test_two_calls_run_at_once_with_a_pool_of_two(provider: LocalProvider)
     assert len(first_tokens) == 2
     assert max(first_tokens) < min(ends), "the second call started only after the first ended"
     assert provider.pool_stats.loaded == 2
-    assert ticks > (min(ends) - started) / 0.01 / 4, "the event loop was blocked"
+    # A blocked loop would tick not at all while both calls run; a busy machine slows it.
+    assert ticks >= min(10, (min(ends) - started) / 0.01 / 4), "the event loop was blocked"
 
 
 @needs_model
