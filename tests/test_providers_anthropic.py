@@ -49,7 +49,7 @@ async def emu() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def llm(emu: Emulator) -> AsyncIterator[AnthropicProvider]:
-    provider = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.5)
+    provider = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=5.0)
     yield provider
     await provider.aclose()
 
@@ -195,8 +195,11 @@ async def test_temperature_is_not_sent_and_the_loss_is_logged(
     ],
 )
 async def test_every_failure_maps_to_its_class(
-    llm: AnthropicProvider, prompt: str, cls: type[errors.ProviderError], status: int | None
+    llm: AnthropicProvider, emu: Emulator, prompt: str, cls: type[errors.ProviderError],
+    status: int | None,
 ) -> None:
+    if prompt == "ehang":  # the one case that lasts until the client's timeout
+        llm = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.2)
     error = await failure(llm, prompt)
     assert type(error) is cls
     assert error.status == status
@@ -221,7 +224,8 @@ async def test_enforced_limit_is_rate_limited_with_the_wait() -> None:
         error = await failure(llm, "two")
         await llm.aclose()
     assert isinstance(error, errors.RateLimited)
-    assert error.retry_after == 60.0
+    assert error.retry_after is not None
+    assert 58 <= error.retry_after <= 60  # one request a minute
     assert error.rate_limits is not None
     assert error.rate_limits.buckets["requests"].remaining == 0
 
@@ -237,7 +241,7 @@ async def test_injected_failures_map_streamed_or_not(
     kind: str, cls: type[errors.ProviderError], stream: bool
 ) -> None:
     async with Emulator(errors={kind: 1.0}) as emu:
-        llm = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.3)
+        llm = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.2)
         hook = (lambda: None) if stream else None
         error = await failure(llm, "hi", on_first_byte=hook)
         await llm.aclose()
