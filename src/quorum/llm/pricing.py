@@ -1,6 +1,8 @@
 """Dollars per million tokens, per model, and the cost of a call.
 
-Prices are the providers' public list prices for standard (non-batch) use. Cache writes
+Prices are the providers' public list prices for standard (non-batch) use, as published in
+autumn 2026; a model the table does not list costs ``None``. Tiered prices (Haiku 5.5's long
+prompts) are left out rather than guessed. Cache writes
 are Anthropic's 5-minute writes (1.25x input) and cache reads 0.1x input; OpenAI bills
 cached prompt tokens at its own discounted rate and has no write charge. A model not in
 the table costs ``None``: an unknown price is reported as unknown, never as $0.
@@ -31,10 +33,18 @@ def _openai(input_: float, output: float, cached: float) -> Price:
 
 
 _PRICES: dict[str, Price] = {
-    # Anthropic
+    # Anthropic (list prices as published in autumn 2026)
+    "claude-opus-5-5": _anthropic(4.0, 20.0),
+    "claude-opus-5": _anthropic(5.0, 25.0),
+    "claude-opus-4-8": _anthropic(5.0, 25.0),
+    "claude-opus-4-7": _anthropic(5.0, 25.0),
+    "claude-opus-4-6": _anthropic(5.0, 25.0),
     "claude-opus-4-5": _anthropic(5.0, 25.0),
     "claude-opus-4-1": _anthropic(15.0, 75.0),
     "claude-opus-4": _anthropic(15.0, 75.0),
+    "claude-sonnet-5-5": _anthropic(2.0, 10.0),
+    "claude-sonnet-5": _anthropic(2.0, 10.0),
+    "claude-sonnet-4-6": _anthropic(3.0, 15.0),
     "claude-sonnet-4-5": _anthropic(3.0, 15.0),
     "claude-sonnet-4": _anthropic(3.0, 15.0),
     "claude-3-7-sonnet": _anthropic(3.0, 15.0),

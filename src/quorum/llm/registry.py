@@ -4,7 +4,7 @@ Providers register under the entry-point group ``quorum.providers`` (the built-i
 in quorum's own ``pyproject.toml``); ``register_provider`` adds one at run time. A factory
 is called as ``factory(model, **options)``.
 
-Model strings: ``provider/model`` (``anthropic/claude-sonnet-4-5``, ``openai/gpt-4o-mini``),
+Model strings: ``provider/model`` (``anthropic/claude-sonnet-5-5``, ``openai/gpt-4o-mini``),
 a provider alone for its default model (``local``, ``fake``), ``local:/path/to/model.gguf``
 for any GGUF file, and bare Claude names (``claude-sonnet-4-20250514``) for Anthropic.
 """
@@ -34,7 +34,8 @@ _BUILTIN = {
 }
 _runtime: dict[str, Factory] = {}
 
-DEFAULT_ANTHROPIC = "anthropic/claude-sonnet-4-5"
+# The current Sonnet; claude-sonnet-4-5 reaches its end of life on 2026-11-30.
+DEFAULT_ANTHROPIC = "anthropic/claude-sonnet-5-5"
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
 
@@ -106,6 +107,6 @@ def _factory(name: str) -> Factory:
 def _malformed(spec: str) -> str:
     known = ", ".join(providers())
     return (
-        f"{spec!r} is not a model string: write provider/model, e.g. anthropic/claude-sonnet-4-5, "
+        f"{spec!r} is not a model string: write provider/model, e.g. anthropic/claude-sonnet-5-5, "
         f"openai/gpt-4o-mini or local (providers: {known})"
     )
