@@ -18,7 +18,8 @@ limits punish (Anthropic enforces limits over shorter intervals than a minute).
 Token limits charge an estimate at dispatch and ``settle`` against the real usage: an
 over-estimate gives quota back, an under-estimate takes more. The limiter also learns:
 ``learn`` applies a ``retry-after`` as a pause for every call, and a provider header saying
-fewer units remain than we believe moves ``tat`` to match. A call costing more than the
+its bucket is further from full than we believe (its reset time, or failing that its
+remaining count) moves ``tat`` to match. A call costing more than the
 whole per-minute limit could never run and fails at once with ``RequestTooLarge``.
 """
 
@@ -30,7 +31,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from quorum.errors import ConfigError, RequestTooLarge
-from quorum.llm.ratelimits import RateLimitInfo
+from quorum.llm.ratelimits import Bucket, RateLimitInfo
 from quorum.llm.types import Usage
 from quorum.run.clock import SYSTEM_CLOCK, Clock
 from quorum.run.estimate import Cost
@@ -136,13 +137,11 @@ class Rate:
         if info.retry_after:
             self._paused_until = max(self._paused_until, now + info.retry_after)
         bucket = info.buckets.get(self.header)
-        if bucket is None or bucket.remaining is None:
-            return
-        believed = self.per_minute - max(0.0, self._tat - now) / self.interval
-        if bucket.remaining < believed:
+        owed = _owed_s(bucket, self.per_minute, self.interval) if bucket is not None else None
+        if owed is not None and owed > self._tat - now:
             # Someone else shares this quota, or our estimates ran low: align with the
             # provider's count so the next calls wait for quota that really exists.
-            self._tat = now + (self.per_minute - bucket.remaining) * self.interval
+            self._tat = now + owed
 
     @property
     def available_at(self) -> float:
@@ -221,6 +220,21 @@ class Limits:
 
     def __bool__(self) -> bool:
         return bool(self.limits)
+
+
+def _owed_s(bucket: Bucket, per_minute: float, interval: float) -> float | None:
+    """Seconds until the provider's bucket is full again: its ``tat - now``.
+
+    The reset time says it directly, whatever the bucket holds. ``remaining`` is read
+    only without a reset time, as a count out of the whole per-minute limit: a provider
+    that enforces its limit over a shorter interval holds less than a minute's worth, and
+    taking its ``remaining`` for a minute's count would stall every call for a minute.
+    """
+    if bucket.reset_s is not None:
+        return bucket.reset_s
+    if bucket.remaining is not None:
+        return max(0.0, per_minute - bucket.remaining) * interval
+    return None
 
 
 class Settlement:
