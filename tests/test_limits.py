@@ -264,6 +264,23 @@ async def test_headers_showing_fewer_remaining_slow_the_limiter_down() -> None:
     assert times[0] > 0.0
 
 
+async def test_without_a_reset_time_the_remaining_count_is_read_out_of_the_minute() -> None:
+    clock = VirtualClock()
+    limit = RequestRate(60, clock=clock)
+    limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=60, remaining=40, reset_s=None)}))
+    assert await admissions(limit, clock, [ONE]) == [pytest.approx(20.0)]
+
+
+async def test_a_provider_bucket_smaller_than_a_minute_does_not_stall_the_limiter() -> None:
+    clock = VirtualClock()
+    limit = RequestRate(660, clock=clock)  # 11 a second
+    # a provider enforcing over one second: 5 of its 11 left, full again in 0.5 s
+    limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=660, remaining=5, reset_s=0.5)}))
+    times = await admissions(limit, clock, [ONE] * 8)
+    assert times[:5] == [0.0] * 5  # 0.5 s owed leaves room for 5 of the 11 a second
+    assert times[-1] < 1.0  # not the 59 s that "5 of 660 left" would mean for a minute bucket
+
+
 async def test_headers_showing_more_remaining_change_nothing() -> None:
     clock = VirtualClock()
     limit = RequestRate(60, clock=clock)
