@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from quorum import Section, SectioningWorkflow, Voter, VotingWorkflow
+from quorum.llm.registry import DEFAULT_ANTHROPIC
 from quorum.testing.emulator import Emulator
 
 # fmt: off
@@ -215,7 +216,7 @@ async def test_analyze_document_example(anthropic_env: Any, capsys: pytest.Captu
         "## Questions\n\n1. Why did hardware decline?\n2. What AI products?\n3. How big is R&D?\n"
     )
     assert len(bodies) == 4
-    assert all(body["model"] == "claude-sonnet-4-5" for body in bodies)
+    assert all(f"anthropic/{body['model']}" == DEFAULT_ANTHROPIC for body in bodies)  # the default
     assert all("record quarterly earnings" in request_text(body) for body in bodies)
 
 

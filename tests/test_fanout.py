@@ -21,7 +21,7 @@ from quorum.testing.emulator import Emulator
 
 OPTIONS = ["acceptable", "needs_review", "rejected"]
 CACHING = Capabilities(supports_schema=True, supports_cache=True)
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-5-5"
 # A shared document long enough to be worth caching (over 1,024 tokens at ~4 chars a token).
 DOCUMENT = "\n".join(f"Line {i}: the quarterly report says revenue grew in region {i}." for i in range(120))
 PROMPT = f"Read this report and classify its tone.\n\n{DOCUMENT}"
@@ -174,10 +174,10 @@ def test_cache_report_arithmetic() -> None:
     price = price_of(MODEL)
     assert price is not None
     assert (report.writes, report.reads) == (2000, 8000)
-    # Each read would otherwise have been a write: 8,000 x ($3.75 - $0.30) per million.
-    assert report.saved_dollars == pytest.approx(8000 * (3.75 - 0.30) / 1e6)
+    # Each read would otherwise have been a write: 8,000 x ($2.50 - $0.20) per million.
+    assert report.saved_dollars == pytest.approx(8000 * (2.50 - 0.20) / 1e6)
     assert report.saved_dollars == pytest.approx(8000 * (price.cache_write - price.cache_read) / 1e6)
-    assert report.line() == "prompt cache: 2,000 tokens written, 8,000 read; saved $0.0276"
+    assert report.line() == "prompt cache: 2,000 tokens written, 8,000 read; saved $0.0184"
 
 
 def test_cache_report_with_an_unknown_price_says_so() -> None:
