@@ -330,3 +330,11 @@ async def test_a_vote_needs_voters_and_options_when_given_need_a_choice() -> Non
     with pytest.raises(ConfigError, match="at least one choice"):
         await VotingWorkflow(llm=fake).run(voters("a"), "Classify.", [])
     assert fake.calls == []
+
+
+async def test_concurrency_bounds_the_voters_in_flight() -> None:
+    fake = FakeProvider(rules=[says(n, "acceptable") for n in "abcdef"], latency=0.005)
+    result = await VotingWorkflow(llm=fake, concurrency=2).run(voters(*"abcdef"), "Classify.", OPTIONS)
+    assert fake.max_in_flight == 2
+    assert result.votes_used == 6
+    assert result.vote_counts == {"acceptable": 6}
