@@ -27,6 +27,8 @@ from quorum.run import (
 from quorum.testing.clock import VirtualClock
 
 ONE = Cost(requests=1)
+# The mechanics at round numbers: one second of burst, no reserve (the defaults are tested apart)
+EXACT: dict[str, Any] = {"burst_s": 1.0, "margin": 0.0}
 
 
 async def admissions(limit: Any, clock: VirtualClock, costs: list[Cost]) -> list[float]:
@@ -44,7 +46,7 @@ async def admissions(limit: Any, clock: VirtualClock, costs: list[Cost]) -> list
 
 async def test_request_rate_allows_only_the_first_seconds_worth_at_start() -> None:
     clock = VirtualClock()
-    limit = RequestRate(600, clock=clock)  # 10 a second
+    limit = RequestRate(600, **EXACT, clock=clock)  # 10 a second
     times = await admissions(limit, clock, [ONE] * 40)
     assert times[:10] == [0.0] * 10  # one second's worth, not a minute's (600)
     assert times[10] == pytest.approx(0.1)
@@ -52,9 +54,38 @@ async def test_request_rate_allows_only_the_first_seconds_worth_at_start() -> No
     assert gaps == pytest.approx([0.1] * len(gaps))  # then evenly spaced at the limit
 
 
+async def test_by_default_half_a_second_goes_at_once_then_98_percent_of_the_limit() -> None:
+    clock = VirtualClock()
+    limit = RequestRate(600, clock=clock)  # 10 a second
+    spacing = 60 / (600 * 0.98)  # 98% of the limit
+    times = await admissions(limit, clock, [ONE] * 1005)
+    assert times[:4] == [0.0] * 4  # what fits in half a second at that pace
+    assert times[4] > 0.0
+    # the n-th waits until it fits in the half-second burst: about 102.05 s for 1,005
+    assert times[-1] == pytest.approx(1005 * spacing - 0.5)
+
+
+async def test_the_reserve_leaves_room_for_arrival_jitter_at_one_request_a_second() -> None:
+    """Against a provider bucket that holds exactly one request (60 rpm enforced as one a
+    second), a request may reach it up to 20 ms early without being refused."""
+    clock = VirtualClock()
+    limit = RequestRate(60, clock=clock)
+    times = await admissions(limit, clock, [ONE] * 5)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == pytest.approx([60 / 58.8] * 4)
+    assert min(gaps) - 1.0 >= 0.02 - 1e-9
+
+
+def test_the_reserve_must_be_a_share() -> None:
+    with pytest.raises(errors.ConfigError, match="margin"):
+        RequestRate(60, margin=1.0)
+    with pytest.raises(errors.ConfigError, match="margin"):
+        InputTokenRate(60, margin=-0.1)
+
+
 async def test_request_rate_over_a_long_run_holds_the_limit_exactly() -> None:
     clock = VirtualClock()
-    limit = RequestRate(120, clock=clock)  # 2 a second
+    limit = RequestRate(120, **EXACT, clock=clock)  # 2 a second
     times = await admissions(limit, clock, [ONE] * 242)
     # 2 at once, then 240 more at 0.5 s each: 120 a minute
     assert times[-1] == pytest.approx(120.0)
@@ -64,21 +95,21 @@ async def test_request_rate_over_a_long_run_holds_the_limit_exactly() -> None:
 
 async def test_a_burst_tolerance_of_several_seconds_is_a_choice() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, burst_s=5.0, clock=clock)
+    limit = RequestRate(60, burst_s=5.0, margin=0.0, clock=clock)
     times = await admissions(limit, clock, [ONE] * 7)
     assert times == pytest.approx([0, 0, 0, 0, 0, 1, 2])
 
 
 async def test_a_slow_limit_sends_one_request_at_a_time() -> None:
     clock = VirtualClock()
-    limit = RequestRate(30, clock=clock)  # one every two seconds: less than one a second
+    limit = RequestRate(30, **EXACT, clock=clock)  # one every two seconds: less than one a second
     times = await admissions(limit, clock, [ONE] * 3)
     assert times == pytest.approx([0, 2, 4])
 
 
 async def test_idle_time_earns_back_at_most_the_burst() -> None:
     clock = VirtualClock()
-    limit = RequestRate(600, clock=clock)
+    limit = RequestRate(600, **EXACT, clock=clock)
     await admissions(limit, clock, [ONE] * 10)
     clock.advance(3600.0)  # an hour idle
     times = await admissions(limit, clock, [ONE] * 12)
@@ -87,7 +118,7 @@ async def test_idle_time_earns_back_at_most_the_burst() -> None:
 
 async def test_waiters_are_admitted_in_arrival_order() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, clock=clock)
+    limit = RequestRate(60, **EXACT, clock=clock)
     order: list[int] = []
 
     async def call(n: int) -> None:
@@ -113,7 +144,7 @@ def test_rates_must_be_positive() -> None:
 
 async def test_input_tokens_are_charged_at_dispatch_then_settled() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)  # 100 tokens a second; burst 100 tokens
+    limit = InputTokenRate(6000, **EXACT, clock=clock)  # 100 tokens a second; burst 100 tokens
     big_guess = Cost(input_tokens=80)
     await limit.acquire(big_guess)
     limit.release(big_guess, Usage(input_tokens=20))  # an over-estimate gives quota back
@@ -126,7 +157,7 @@ async def test_input_tokens_are_charged_at_dispatch_then_settled() -> None:
 
 async def test_without_settlement_the_estimate_would_hold_back_the_next_call() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)
+    limit = InputTokenRate(6000, **EXACT, clock=clock)
     guess = Cost(input_tokens=80)
     await limit.acquire(guess)
     limit.release(guess, None)  # a failed call: nothing known, the estimate stays charged
@@ -136,7 +167,7 @@ async def test_without_settlement_the_estimate_would_hold_back_the_next_call() -
 
 async def test_an_under_estimate_takes_more_quota_afterwards() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)
+    limit = InputTokenRate(6000, **EXACT, clock=clock)
     small_guess = Cost(input_tokens=10)
     await limit.acquire(small_guess)
     limit.release(small_guess, Usage(input_tokens=300))
@@ -146,7 +177,7 @@ async def test_an_under_estimate_takes_more_quota_afterwards() -> None:
 
 async def test_cached_tokens_count_against_the_input_limit() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)
+    limit = InputTokenRate(6000, **EXACT, clock=clock)
     guess = Cost(input_tokens=50)
     await limit.acquire(guess)
     limit.release(guess, Usage(input_tokens=10, cache_read_tokens=100, cache_write_tokens=40))
@@ -156,7 +187,7 @@ async def test_cached_tokens_count_against_the_input_limit() -> None:
 
 async def test_output_tokens_are_charged_max_tokens_then_settled() -> None:
     clock = VirtualClock()
-    limit = OutputTokenRate(600, clock=clock)  # 10 tokens a second; burst 10 tokens
+    limit = OutputTokenRate(600, **EXACT, clock=clock)  # 10 tokens a second; burst 10 tokens
     cost = estimate(Request.of("hi", max_tokens=10))
     assert cost.output_tokens == 10
     await limit.acquire(cost)
@@ -188,7 +219,7 @@ def test_the_estimate_covers_system_messages_and_schema() -> None:
 
 async def test_a_request_above_the_whole_minute_is_refused_at_once() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(1000, clock=clock)
+    limit = InputTokenRate(1000, **EXACT, clock=clock)
     with pytest.raises(errors.RequestTooLarge, match="more than the whole limit of 1000"):
         await limit.acquire(Cost(input_tokens=1500))
     assert clock.slept == []
@@ -196,7 +227,7 @@ async def test_a_request_above_the_whole_minute_is_refused_at_once() -> None:
 
 async def test_a_request_above_the_burst_but_within_the_minute_waits_its_turn() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)  # burst 100 tokens, minute 6000
+    limit = InputTokenRate(6000, **EXACT, clock=clock)  # burst 100 tokens, minute 6000
     times = await admissions(
         limit, clock, [Cost(input_tokens=50), Cost(input_tokens=500), Cost(input_tokens=50)]
     )
@@ -222,7 +253,7 @@ async def test_a_too_large_request_through_a_connection_is_never_sent_nor_retrie
 
 async def test_retry_after_pauses_every_call() -> None:
     clock = VirtualClock()
-    limit = RequestRate(6000, clock=clock)
+    limit = RequestRate(6000, **EXACT, clock=clock)
     clock.advance(10.0)
     limit.learn(RateLimitInfo(retry_after=4.0))
     times = await admissions(limit, clock, [ONE, ONE])
@@ -257,7 +288,7 @@ async def test_a_rate_limited_call_pauses_the_other_calls_on_the_connection() ->
 
 async def test_headers_showing_fewer_remaining_slow_the_limiter_down() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, clock=clock)
+    limit = RequestRate(60, **EXACT, clock=clock)
     # someone else has used 20 of this minute's 60 requests
     limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=60, remaining=40, reset_s=20.0)}))
     times = await admissions(limit, clock, [ONE])
@@ -266,14 +297,14 @@ async def test_headers_showing_fewer_remaining_slow_the_limiter_down() -> None:
 
 async def test_without_a_reset_time_the_remaining_count_is_read_out_of_the_minute() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, clock=clock)
+    limit = RequestRate(60, **EXACT, clock=clock)
     limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=60, remaining=40, reset_s=None)}))
     assert await admissions(limit, clock, [ONE]) == [pytest.approx(20.0)]
 
 
 async def test_a_provider_bucket_smaller_than_a_minute_does_not_stall_the_limiter() -> None:
     clock = VirtualClock()
-    limit = RequestRate(660, clock=clock)  # 11 a second
+    limit = RequestRate(660, **EXACT, clock=clock)  # 11 a second
     # a provider enforcing over one second: 5 of its 11 left, full again in 0.5 s
     limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=660, remaining=5, reset_s=0.5)}))
     times = await admissions(limit, clock, [ONE] * 8)
@@ -283,7 +314,7 @@ async def test_a_provider_bucket_smaller_than_a_minute_does_not_stall_the_limite
 
 async def test_headers_showing_more_remaining_change_nothing() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, clock=clock)
+    limit = RequestRate(60, **EXACT, clock=clock)
     await admissions(limit, clock, [ONE])
     before = limit.available_at
     limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=60, remaining=60, reset_s=0.0)}))
@@ -292,14 +323,14 @@ async def test_headers_showing_more_remaining_change_nothing() -> None:
 
 async def test_headers_for_another_bucket_are_ignored() -> None:
     clock = VirtualClock()
-    limit = InputTokenRate(6000, clock=clock)
+    limit = InputTokenRate(6000, **EXACT, clock=clock)
     limit.learn(RateLimitInfo(buckets={"requests": Bucket(limit=5, remaining=0, reset_s=60.0)}))
     assert await admissions(limit, clock, [Cost(input_tokens=10)]) == [0.0]
 
 
 async def test_learning_nothing_is_harmless() -> None:
     clock = VirtualClock()
-    limit = RequestRate(60, clock=clock)
+    limit = RequestRate(60, **EXACT, clock=clock)
     limit.learn(None)
     limit.learn(RateLimitInfo())
     assert await admissions(limit, clock, [ONE]) == [0.0]
