@@ -126,8 +126,9 @@ def emulator_process(**options: Any) -> Iterator[EmulatorProcess]:
     try:
         yield handle
     finally:
-        process.stdin.close()
-        out, _ = process.communicate(timeout=30)
+        process.stdin.close()  # the emulator stops, prints its statistics and exits
+        out = process.stdout.read()
+        process.wait(timeout=30)
         lines = out.strip().splitlines()
         handle.stats = json.loads(lines[-1]) if lines else {}
 
