@@ -72,6 +72,19 @@ def test_the_confirmation_threshold_counts_distinct_reviewers() -> None:
     assert group_findings(alone, confirm=1)[0].confirmed
 
 
+def test_unnamed_weaknesses_group_but_votes_do_not_confirm_them() -> None:
+    found = [
+        finding("a", Category.OTHER, 12),
+        finding("b", Category.OTHER, 13),
+        finding("c", Category.OTHER, 12),
+    ]
+    [group] = group_findings(found, confirm=2)
+    assert (group.vote_count, group.confirmed) == (3, False)
+    assert group_findings(found, confirm=1)[0].confirmed
+    named = [finding("a", Category.OTHER, 12, cwe=1333), finding("b", Category.OTHER, 12, cwe=1333)]
+    assert group_findings(named, confirm=2)[0].confirmed
+
+
 def test_injection_guard_findings_confirm_themselves() -> None:
     [group] = group_findings([finding("injection_guard", Category.PROMPT_INJECTION, 3)], confirm=2)
     assert group.confirmed

@@ -10,7 +10,9 @@ password on line 5 are two problems.
 
 A group is confirmed when at least ``confirm`` distinct reviewers report it (one reviewer
 reporting a weakness twice, from overlapping windows, is still one vote), or when it
-holds a finding of a self-confirming static voter (``injection_guard``).
+holds a finding of a self-confirming static voter (``injection_guard``). Findings of
+category ``other`` without a CWE still group, but votes cannot confirm them (see
+``_confirmed``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from itertools import groupby
 
 from quorum.apps.review.model import Finding, FindingGroup
 from quorum.apps.review.static import INJECTION_GUARD
-from quorum.apps.review.taxonomy import risk_rank, severity_rank
+from quorum.apps.review.taxonomy import Category, family_of, risk_rank, severity_rank
 
 SLACK = 3
 SELF_CONFIRMING = frozenset({INJECTION_GUARD})
+UNNAMED = family_of(None, Category.OTHER)
 
 
 def group_findings(
@@ -40,10 +43,18 @@ def group_findings(
     for _, same in groupby(by_place, key=lambda f: (f.path, f.family)):
         groups.extend(_sweep(list(same), slack))
     for group in groups:
-        group.confirmed = group.vote_count >= confirm or any(
-            f.reviewer in self_confirming for f in group.findings
-        )
+        group.confirmed = _confirmed(group, confirm, self_confirming)
     return sorted(groups, key=_rank)
+
+
+def _confirmed(group: FindingGroup, confirm: int, self_confirming: Collection[str]) -> bool:
+    if any(f.reviewer in self_confirming for f in group.findings):
+        return True
+    if group.family == UNNAMED and confirm > 1:
+        # "other" without a CWE: nobody named the weakness, and reviewers agreeing that
+        # there is something near line 12 have not agreed on what it is.
+        return False
+    return group.vote_count >= confirm
 
 
 def _sweep(findings: Sequence[Finding], slack: int) -> list[FindingGroup]:
