@@ -27,9 +27,11 @@ from quorum.errors import InvalidReply
 from quorum.llm.local import longest_answer
 from quorum.llm.schema import parse_json
 
-SEVERITY_CHOICES = ("critical", "high", "medium", "low")
-CONFIDENCE_CHOICES = ("high", "medium", "low")
-RISK_CHOICES = ("critical", "high", "medium", "low", "none")
+# Mildest first: a small model drifts toward an enum's first value, and a drift toward
+# "low" is a weaker false alarm than one toward "critical".
+SEVERITY_CHOICES = ("low", "medium", "high", "critical")
+CONFIDENCE_CHOICES = ("low", "medium", "high")
+RISK_CHOICES = ("none", "low", "medium", "high", "critical")
 ANSWER_SHARE = 0.35  # at most this share of a small context goes to the answer
 MAX_ANSWER_TOKENS = 8192  # what every current Claude model accepts as max_tokens
 TEXT_CLIP = 500
@@ -70,7 +72,7 @@ class Bounds:
     def _finding(self) -> dict[str, Any]:
         properties: dict[str, Any] = {
             "category": {"type": "string", "enum": [c.value for c in Category]},
-            "cwe": {"type": ["integer", "null"], "description": "the CWE id, for category 'other'"},
+            "cwe": {"type": ["integer", "null"]},  # explained in the prompt: small models copy descriptions
             "severity": {"type": "string", "enum": list(SEVERITY_CHOICES)},
             "confidence": {"type": "string", "enum": list(CONFIDENCE_CHOICES)},
             "start_line": {"type": "integer"},
