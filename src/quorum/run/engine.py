@@ -62,6 +62,11 @@ class Options:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise errors.ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if not isinstance(self.policy, (FailurePolicy, Quorum)):
+            raise errors.ConfigError(
+                f"policy must be a FailurePolicy (IGNORE, FAIL_FAST, RETRY, REQUIRE_ALL) or "
+                f"Quorum(k), got {self.policy!r}; e.g. policy=FailurePolicy.FAIL_FAST"
+            )
 
     @property
     def task_retry(self) -> Retry | None:
