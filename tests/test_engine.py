@@ -264,6 +264,54 @@ async def test_stream_raises_the_policy_error_at_the_end() -> None:
     assert sorted(o.index for o in seen) == [0, 1, 2]
 
 
+async def test_stream_with_fail_fast_yields_what_ended_then_raises() -> None:
+    gate = Gate(3)
+    fake = FakeProvider(responder=gate, latency=LONG)
+    llm = connect(fake)
+
+    async def fn(i: int) -> str:
+        if i == 3:
+            await gate.opened.wait()
+            raise ValueError("three")
+        return (await llm.complete(request(str(i)))).text
+
+    seen: list[Outcome[str]] = []
+
+    async def consume() -> None:
+        async with stream(fn, range(8), concurrency=4, policy=FailurePolicy.FAIL_FAST) as outcomes:
+            async for outcome in outcomes:
+                seen.append(outcome)
+
+    with pytest.raises(errors.RunAborted) as caught:
+        await consume()
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert sorted(o.index for o in seen) == list(range(8))  # every outcome was yielded first
+    assert seen[0].status is Status.ERROR  # the failure ended first
+    assert fake.cancelled == 3
+
+
+async def test_stream_with_a_quorum_ends_without_error() -> None:
+    async def fn(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async with stream(fn, itertools.count(), concurrency=3, policy=Quorum(4)) as outcomes:
+        ok = [o.value async for o in outcomes if o.ok]
+    assert len(ok) >= 4
+
+
+async def test_a_stream_iterated_to_the_end_without_async_with_leaves_nothing_running() -> None:
+    before = asyncio.all_tasks()
+
+    async def fn(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    values = [o.value async for o in stream(fn, range(20), concurrency=4)]
+    assert sorted(values) == list(range(20))  # type: ignore[type-var]
+    assert leftover_tasks(before) == []
+
+
 # -- outcomes and the summary ----------------------------------------------------------------
 
 
@@ -450,6 +498,15 @@ async def test_bad_or_unknown_run_options_raise_config_error(options: dict[str, 
         await run(fn, [1], **options)
     with pytest.raises(errors.ConfigError):
         stream(fn, [1], **options)
+
+
+@pytest.mark.parametrize("policy", ["fail_fast", None, 2])
+async def test_a_policy_that_is_not_a_policy_raises_config_error(policy: Any) -> None:
+    async def fn(i: int) -> int:
+        raise ValueError("would be ignored")
+
+    with pytest.raises(errors.ConfigError, match="FailurePolicy"):
+        await run(fn, [1], policy=policy)
 
 
 async def test_unknown_option_error_lists_the_known_ones() -> None:
