@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quorum.cli import emulate
+from quorum.cli import analyze, emulate, evaluate, moderate, review, translate
 
 app = typer.Typer(
     name="quorum",
@@ -13,8 +13,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("review")(review.command)
+app.command("moderate")(moderate.command)
+app.command("analyze")(analyze.command)
+app.command("translate")(translate.command)
 app.command("emulate")(emulate.command)
+app.add_typer(evaluate.app, name="eval")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Measuring the reviewer on labelled vulnerability fixes (``quorum eval review``).
+
+The data is one JSON object per line, each a function from a security fix: ``pair`` ties
+the vulnerable ``before`` side to the fixed ``after`` side; ``vulnerable_lines`` holds the
+labelled lines (1-based in ``code``) with their CWE. Scoring rule:
+
+* a finding matches a label when its CWE is in the label's family (families, and
+  super-families such as ``crypto``, from ``cwe-families.json`` beside the data when
+  present, else quorum's own taxonomy) and its line range comes within 3 lines of the
+  labelled line; each label is claimed by at most one finding;
+* a ``before`` function is *found* when any of its labels is matched; an ``after``
+  function is a *false alarm* when any finding of the pair's family is reported on it;
+* the reviewer is *right on a pair* when it finds the ``before`` side and raises no
+  false alarm on the ``after`` side;
+* line precision: of the findings in a label's family on ``before`` functions, the share
+  that matched a label.
+
+Every function is reviewed once; the metrics are then computed for each confirmation
+threshold (a finding counts when at least that many reviewers reported its group).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quorum.apps.review.model import CodeReviewResult, FindingGroup
+from quorum.apps.review.system import CodeReviewSystem
+from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
+from quorum.errors import ConfigError
+from quorum.run.engine import run
+from quorum.run.outcome import Summary
+
+LINE_SLACK = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    pair: str
+    side: str  # "before" or "after"
+    code: str
+    labels: tuple[tuple[int, int], ...]  # (cwe, line)
+
+
+@dataclass
+class Families:
+    """CWE → family, and family → super-family."""
+
+    family_of: dict[int, str]
+    super_of: dict[str, str] = field(default_factory=dict)
+
+    def same(self, a: int | None, b: int | None) -> bool:
+        if a is None or b is None:
+            return False
+        fa, fb = self.family_of.get(a, f"cwe-{a}"), self.family_of.get(b, f"cwe-{b}")
+        return fa == fb or self.super_of.get(fa, fa) == self.super_of.get(fb, fb)
+
+
+@dataclass
+class Scores:
+    threshold: int
+    before: int = 0
+    found: int = 0
+    after: int = 0
+    false_alarms: int = 0
+    pairs: int = 0
+    pairs_right: int = 0
+    family_findings: int = 0
+    matched_findings: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "confirm": self.threshold,
+            "found_rate": _rate(self.found, self.before),
+            "false_alarm_rate": _rate(self.false_alarms, self.after),
+            "pair_accuracy": _rate(self.pairs_right, self.pairs),
+            "line_precision": _rate(self.matched_findings, self.family_findings),
+            "before_functions": self.before,
+            "after_functions": self.after,
+            "pairs": self.pairs,
+        }
+
+
+@dataclass
+class Evaluation:
+    cases: int
+    scores: list[Scores]
+    wall_s: float
+    summary: Summary
+    failed_reviews: int
+    model: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "functions": self.cases,
+            "failed_reviews": self.failed_reviews,
+            "wall_s": round(self.wall_s, 2),
+            "calls": self.summary.total,
+            "tokens": {"input": self.summary.usage.prompt_tokens, "output": self.summary.usage.output_tokens},
+            "cost": self.summary.cost,
+            "thresholds": [s.as_dict() for s in self.scores],
+        }
+
+
+def load_cases(
+    path: Path, *, limit: int | None = None, sample: int | None = None, seed: int = 0
+) -> list[Case]:
+    """Cases from a JSONL file; ``limit``/``sample`` choose whole pairs (first n or n at random)."""
+    cases = [_case(line, n, path) for n, line in enumerate(_lines(path), start=1) if line.strip()]
+    pairs = list(dict.fromkeys(c.pair for c in cases))
+    if sample is not None:
+        pairs = random.Random(seed).sample(pairs, min(sample, len(pairs)))
+    elif limit is not None:
+        pairs = pairs[:limit]
+    chosen = set(pairs)
+    return [c for c in cases if c.pair in chosen]
+
+
+def load_families(data_path: Path) -> Families:
+    """``cwe-families.json`` beside the data when present; quorum's taxonomy otherwise."""
+    beside = data_path.parent / "cwe-families.json"
+    if beside.exists():
+        raw = json.loads(beside.read_text(encoding="utf-8"))
+        family_of = {int(c): name for name, ids in raw["families"].items() for c in ids}
+        return Families(family_of, dict(raw.get("super_families", {})))
+    return Families({c: name for name, ids in FAMILIES.items() for c in ids})
+
+
+async def evaluate(
+    cases: Sequence[Case],
+    system: CodeReviewSystem,
+    families: Families,
+    *,
+    thresholds: Sequence[int] = (1, 2, 3),
+    concurrency: int = 4,
+) -> Evaluation:
+    """Review every case (concurrently, through the engine) and score each threshold."""
+    started = time.perf_counter()
+    outcome = await run(
+        lambda case: system.review(case.code, context="A function from an open-source Python project"),
+        cases,
+        concurrency=concurrency,
+        ids=lambda _i, case: case.id,
+        label="eval",
+    )
+    reviews = {case.id: o.value for case, o in zip(cases, outcome.outcomes, strict=True) if o.ok}
+    scores = [score(cases, reviews, families, k) for k in thresholds]
+    failed = len(cases) - len(reviews)
+    return Evaluation(
+        len(cases), scores, time.perf_counter() - started, outcome.summary, failed, system.model_name
+    )
+
+
+def score(
+    cases: Sequence[Case], reviews: dict[str, CodeReviewResult | None], families: Families, threshold: int
+) -> Scores:
+    scores = Scores(threshold)
+    by_pair: dict[str, dict[str, bool]] = {}
+    for case in cases:
+        review = reviews.get(case.id)
+        groups = [g for g in review.groups if g.vote_count >= threshold] if review else []
+        pair_cwes = _pair_cwes(cases, case.pair)
+        flagged = _score_case(case, groups, pair_cwes, families, scores)
+        by_pair.setdefault(case.pair, {})[case.side] = flagged
+    for sides in by_pair.values():
+        if "before" in sides and "after" in sides:
+            scores.pairs += 1
+            scores.pairs_right += sides["before"] and not sides["after"]
+    return scores
+
+
+def _score_case(
+    case: Case, groups: list[FindingGroup], pair_cwes: set[int], families: Families, scores: Scores
+) -> bool:
+    """Update ``scores`` with one function; return whether it was flagged (found/alarm)."""
+    in_family = [g for g in groups if any(families.same(g.cwe, c) for c in pair_cwes)]
+    if case.side == "after":
+        scores.after += 1
+        scores.false_alarms += bool(in_family)
+        return bool(in_family)
+    scores.before += 1
+    matched = _match(case.labels, in_family, families)
+    scores.found += bool(matched)
+    scores.family_findings += len(in_family)
+    scores.matched_findings += len(matched)
+    return bool(matched)
+
+
+def _match(labels: Sequence[tuple[int, int]], groups: list[FindingGroup], families: Families) -> set[int]:
+    """Indices of groups that claim a label (each label claimed at most once)."""
+    claimed: set[int] = set()
+    for cwe, line in labels:
+        for i, group in enumerate(groups):
+            near = group.start_line - LINE_SLACK <= line <= group.end_line + LINE_SLACK
+            if i not in claimed and near and families.same(group.cwe, cwe):
+                claimed.add(i)
+                break
+    return claimed
+
+
+def _pair_cwes(cases: Sequence[Case], pair: str) -> set[int]:
+    return {cwe for c in cases if c.pair == pair for cwe, _ in c.labels}
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"evaluation data {path} does not exist") from exc
+
+
+def _case(line: str, number: int, path: Path) -> Case:
+    try:
+        raw = json.loads(line)
+        labels = tuple(
+            (cwe, int(v["line"]))
+            for v in raw.get("vulnerable_lines") or []
+            if (cwe := parse_cwe(v.get("cwe")))
+        )
+        return Case(str(raw["id"]), str(raw["pair"]), str(raw["side"]), str(raw["code"]), labels)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}:{number}: not an evaluation case ({exc}); expected JSON with id, pair, side, code, "
+            "vulnerable_lines"
+        ) from exc
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
