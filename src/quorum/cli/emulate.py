@@ -25,8 +25,9 @@ def command(
     ] = None,
     latency: Annotated[
         str,
-        typer.Option(help="Seconds per answer, or uniform:LOW,HIGH, normal:MEAN,SD, "
-                     "lognormal:MEDIAN,SIGMA, exp:MEAN."),
+        typer.Option(
+            help="Seconds per answer, or uniform:LOW,HIGH, normal:MEAN,SD, lognormal:MEDIAN,SIGMA, exp:MEAN."
+        ),
     ] = "0",
     error_429: Annotated[float, typer.Option(help=f"{_SHARE} get 429 with retry-after.")] = 0.0,
     error_500: Annotated[float, typer.Option(help=f"{_SHARE} get 500.")] = 0.0,
@@ -38,8 +39,10 @@ def command(
     itpm: Annotated[int | None, typer.Option(help="Enforced input tokens per minute.")] = None,
     burst: Annotated[
         float,
-        typer.Option(help="Seconds of refill each rate-limit bucket holds (60 = a full "
-                     "minute's allowance may be spent at once; 1 = even pacing)."),
+        typer.Option(
+            help="Seconds of refill each rate-limit bucket holds (60 = a full "
+            "minute's allowance may be spent at once; 1 = even pacing)."
+        ),
     ] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for injected errors and latency.")] = 0,
 ) -> None:
@@ -49,11 +52,18 @@ def command(
     variables, or give the base URLs to your client. Answers come
     from --script rules, else a short echo.
     """
-    errors = {"429": error_429, "500": error_500, "529": error_529, "reset": error_reset,
-              "hang": error_hang, "malformed": error_malformed}
+    errors = {
+        "429": error_429,
+        "500": error_500,
+        "529": error_529,
+        "reset": error_reset,
+        "hang": error_hang,
+        "malformed": error_malformed,
+    }
     try:
-        emulator = Emulator(script, latency=latency, errors=errors, rpm=rpm, itpm=itpm,
-                            burst=burst, port=port, seed=seed)
+        emulator = Emulator(
+            script, latency=latency, errors=errors, rpm=rpm, itpm=itpm, burst=burst, port=port, seed=seed
+        )
     except ConfigError as exc:
         typer.echo(f"quorum emulate: {exc}", err=True)
         raise typer.Exit(2) from None
