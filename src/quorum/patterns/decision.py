@@ -8,6 +8,7 @@ format is asked for and parsed: ``DECISION:``, ``CONFIDENCE:``, ``REASONING:`` l
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +70,12 @@ def from_data(data: Any) -> Answer:
 
 
 def from_text(text: str) -> Answer:
-    """The chapter's ``DECISION:`` parsing, tolerant of Markdown bold and indentation."""
+    """The chapter's ``DECISION:`` parsing, tolerant of Markdown bold and indentation. A
+    text that is a JSON object (a structured answer that broke its schema, say with the
+    option spelled "Needs Review", handed back as text) is read by its fields instead."""
+    data = _json_object(text)
+    if data is not None:
+        return from_data(data)
     return Answer(
         extract_field(text, "DECISION"),
         _confidence(extract_field(text, "CONFIDENCE")),
@@ -84,6 +90,19 @@ def extract_field(text: str, name: str) -> str | None:
         return None
     value = match.group(1).strip().strip("*").strip()
     return value or None
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    if not body.startswith("{"):
+        return None
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _text(value: Any) -> str | None:
