@@ -13,6 +13,8 @@ from quorum import Capabilities, FakeProvider, Status, Voter, VotingWorkflow
 from quorum.errors import ConfigError
 from quorum.llm import Price
 from quorum.patterns.voting import ERROR, UNKNOWN
+from quorum.run import connect
+from quorum.testing.emulator import Emulator
 
 OPTIONS = ["acceptable", "needs_review", "rejected"]
 TEXT_ONLY = Capabilities(supports_schema=False)
@@ -338,3 +340,40 @@ async def test_concurrency_bounds_the_voters_in_flight() -> None:
     assert fake.max_in_flight == 2
     assert result.votes_used == 6
     assert result.vote_counts == {"acceptable": 6}
+
+
+async def test_a_json_answer_read_as_text_is_read_by_its_fields() -> None:
+    rules = [
+        writes("a", '{"decision": "Needs Review", "confidence": "low", "reasoning": "borderline"}'),
+        writes("b", '```json\n{"decision": "needs-review", "confidence": "high"}\n```'),
+        writes("c", '{"decision": "unacceptable", "confidence": "high", "reasoning": "no"}'),
+    ]
+    result, _ = await vote(rules, "abc", capabilities=TEXT_ONLY)
+    assert [v.decision for v in result.votes] == ["needs_review", "needs_review", UNKNOWN]
+    assert [v.answer for v in result.votes] == ["Needs Review", "needs-review", "unacceptable"]
+    assert result.votes[0].confidence == "low"
+    assert result.votes[0].reasoning == "borderline"
+    assert result.invalid == 1
+
+
+async def test_on_the_wire_a_structured_answer_off_the_enum_still_names_its_option() -> None:
+    # Tool input is not held to the enum: "Needs Review" breaks the schema, and the
+    # provider hands back the tool input as text; the vote still reads the option it names.
+    rules = [
+        {
+            "match": "You are a\\.",
+            "data": {"decision": "Needs Review", "confidence": "high", "reasoning": "r"},
+        },
+        {
+            "match": "You are b\\.",
+            "data": {"decision": "needs_review", "confidence": "high", "reasoning": "r"},
+        },
+    ]
+    async with Emulator(script=rules) as emu:
+        llm = connect("anthropic/claude-sonnet-5-5", base_url=emu.anthropic_base_url, api_key="test-key")
+        async with llm:
+            result = await VotingWorkflow(llm=llm).run(voters("a", "b"), "Classify.", OPTIONS)
+    assert [v.decision for v in result.votes] == ["needs_review", "needs_review"]
+    assert result.votes[0].answer == "Needs Review"
+    assert result.invalid == 0
+    assert result.winner == "needs_review"
