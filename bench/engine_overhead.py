@@ -19,7 +19,9 @@ Variants, each in a fresh process so that its peak memory is its own:
 * ``baseline``: the interpreter with quorum imported, doing nothing.
 
 ``ideal_s`` is ``ceil(tasks / concurrency) * latency``: what an infinitely fast client
-would take. Usage: ``python bench/engine_overhead.py [--json] [--tasks N] [--tasks-1m N]``.
+would take. Usage: ``python bench/engine_overhead.py [--json] [--tasks N] [--tasks-1m N]
+[--no-call-timeout]``; the last runs the calls without ``connect``'s per-call timeout (a
+timer per call on the event loop), to show what that timer costs.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from quorum.llm import FakeProvider, Request
 from quorum.run import Status, connect, run, stream
 
 PATH = "connect(FakeProvider(latency=0.01, calls=KeepNothing())).complete(request) per task"
+CALL_TIMEOUT: float | None = 300.0  # connect()'s default per-call timeout; --no-call-timeout: None
 
 
 def fake_task(latency: float) -> Any:
-    llm = connect(FakeProvider(latency=latency, calls=KeepNothing()))
+    llm = connect(FakeProvider(latency=latency, calls=KeepNothing()), timeout=CALL_TIMEOUT)
     request = Request.of("hello", max_tokens=16)
 
     async def fn(_: int) -> str:
@@ -109,6 +112,8 @@ CHILDREN = {
 
 def measure(variant: str, tasks: int, concurrency: int, latency: float) -> dict[str, Any]:
     args = ["--child", variant, "--tasks", str(tasks), "--concurrency", str(concurrency)]
+    if CALL_TIMEOUT is None:
+        args.append("--no-call-timeout")
     figures = run_child(__file__, [*args, "--latency", str(latency)])
     if figures["ok"] != tasks:
         raise RuntimeError(f"{variant}: only {figures['ok']} of {tasks} tasks succeeded")
@@ -126,8 +131,14 @@ def main() -> None:
     parser.add_argument("--tasks-1m", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=1_000)
     parser.add_argument("--latency", type=float, default=0.01)
+    parser.add_argument(
+        "--no-call-timeout", action="store_true", help="connect(..., timeout=None): no timer per call"
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CALL_TIMEOUT
+    if args.no_call_timeout:
+        CALL_TIMEOUT = None
 
     if args.child:
         child = CHILDREN[args.child]
@@ -146,6 +157,7 @@ def main() -> None:
         "concurrency": c,
         "latency_s": latency,
         "path": PATH,
+        "call_timeout_s": CALL_TIMEOUT,
         "wall_s": round(main_run["wall_s"], 2),
         "ideal_s": round(main_run["ideal_s"], 2),
         "ratio_to_ideal": main_run["ratio_to_ideal"],
