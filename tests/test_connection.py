@@ -137,3 +137,20 @@ async def test_nothing_is_logged_at_debug_unless_asked(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="quorum.calls"):
         await llm.complete(Request.of("x"))
     assert caplog.records == []
+
+
+async def test_an_answer_that_breaks_its_schema_is_charged_and_not_retried() -> None:
+    from quorum import Budget, FakeProvider, Request, run
+    from quorum.errors import InvalidReply
+    from quorum.llm import Price
+
+    fake = FakeProvider(rules=[{"match": ".", "reply": "not json"}], price=Price(1.0, 1.0, 0.1, 1.25))
+    budget = Budget(tokens=10_000)
+    result = await run(connect(fake).complete, [Request.of("hi", schema={"type": "object"})], budget=budget)
+    outcome = result.outcomes[0]
+    assert isinstance(outcome.error, InvalidReply)
+    assert outcome.attempts == 1  # a broken answer is not retried
+    assert outcome.calls == 1
+    assert outcome.usage.output_tokens > 0
+    assert outcome.cost is not None
+    assert budget.spent_tokens == outcome.usage.total_tokens

@@ -59,9 +59,7 @@ def claude(emu: Emulator, timeout: float = 5.0) -> anthropic.AsyncAnthropic:
 
 
 def gpt(emu: Emulator, timeout: float = 5.0) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=emu.openai_base_url, api_key=DUMMY_KEY, max_retries=0, timeout=timeout
-    )
+    return openai.AsyncOpenAI(base_url=emu.openai_base_url, api_key=DUMMY_KEY, max_retries=0, timeout=timeout)
 
 
 async def ask(client: anthropic.AsyncAnthropic, text: str, **options: Any) -> Any:
@@ -102,7 +100,8 @@ async def test_scripted_reply_matches_system_and_messages(emu: Emulator) -> None
 
 async def test_content_blocks_and_headers_are_read(emu: Emulator) -> None:
     raw = await claude(emu).messages.with_raw_response.create(
-        model=MODEL, max_tokens=50,
+        model=MODEL,
+        max_tokens=50,
         messages=[{"role": "user", "content": [{"type": "text", "text": "greet me"}]}],
     )
     assert raw.headers["request-id"].startswith("req_")
@@ -185,8 +184,7 @@ async def test_stream_of_tool_input_parses_in_the_sdk(emu: Emulator) -> None:
 
 
 async def test_stream_sends_first_byte_at_half_the_latency() -> None:
-    async with Emulator(script=[{"match": "warm", "reply": "ok", "latency": 0}],
-                        latency=0.3) as emu:
+    async with Emulator(script=[{"match": "warm", "reply": "ok", "latency": 0}], latency=0.3) as emu:
         client = claude(emu)
         await ask(client, "warm up the connection")
         started = time.perf_counter()
@@ -300,9 +298,7 @@ async def test_injected_error_in_a_stream_request(kind: str, expected: type) -> 
         ("ebroken", json.JSONDecodeError),
     ],
 )
-async def test_scripted_error_raises_the_sdk_exception(
-    emu: Emulator, prompt: str, expected: type
-) -> None:
+async def test_scripted_error_raises_the_sdk_exception(emu: Emulator, prompt: str, expected: type) -> None:
     with pytest.raises(expected):
         await ask(claude(emu, timeout=0.2), prompt)
 
@@ -351,8 +347,11 @@ async def test_error_draws_repeat_for_a_seed() -> None:
 
 @pytest.mark.parametrize(
     ("errors", "words"),
-    [({"418": 0.1}, "unknown error kind"), ({"500": 1.5}, "between 0 and 1"),
-     ({"500": 0.6, "429": 0.6}, "at most 1")],
+    [
+        ({"418": 0.1}, "unknown error kind"),
+        ({"500": 1.5}, "between 0 and 1"),
+        ({"500": 0.6, "429": 0.6}, "at most 1"),
+    ],
 )
 def test_bad_error_shares_are_refused(errors: dict[str, float], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
@@ -396,8 +395,7 @@ async def test_enforced_rpm_answers_429_with_retry_after() -> None:
 async def test_burst_limits_how_much_of_a_minute_can_be_spent_at_once() -> None:
     async with Emulator(rpm=6, burst=20.0) as emu:  # one every 10 s, the bucket holds 2
         client = claude(emu)
-        results = await asyncio.gather(*(ask(client, "x") for _ in range(4)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(ask(client, "x") for _ in range(4)), return_exceptions=True)
     refused = [r for r in results if isinstance(r, anthropic.RateLimitError)]
     assert len(refused) == 2
 
@@ -450,7 +448,10 @@ async def test_calls_after_the_leaders_first_byte_read_the_cache() -> None:
     async with Emulator(latency=0.2) as emu:
         client = claude(emu)
         async with client.messages.stream(
-            model=MODEL, max_tokens=50, system=system, messages=messages  # type: ignore[arg-type]
+            model=MODEL,
+            max_tokens=50,
+            system=system,
+            messages=messages,  # type: ignore[arg-type]
         ) as leader:
             await leader.__anext__()  # message_start: the leader's response has begun
             follower = await ask(client, "follower", system=system)
@@ -520,10 +521,10 @@ async def test_chunked_request_bodies_are_refused(emu: Emulator) -> None:
 
 
 async def test_hundreds_of_simultaneous_connections_are_served() -> None:
-    body = json.dumps({"model": MODEL, "max_tokens": 9,
-                       "messages": [{"role": "user", "content": "a"}]}).encode()
-    head = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
-            b"content-length: %d\r\n\r\n" % len(body))
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "a"}]}
+    ).encode()
+    head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\ncontent-length: %d\r\n\r\n" % len(body)
 
     async def one(port: int) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -609,7 +610,9 @@ def test_bad_latency_is_refused_by_the_emulator() -> None:
 def test_quorum_emulate_serves_and_stops_cleanly_on_ctrl_c() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "quorum.cli.emulate", "--port", "0", "--rpm", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -617,7 +620,8 @@ def test_quorum_emulate_serves_and_stops_cleanly_on_ctrl_c() -> None:
         url = first.rsplit(" ", 1)[-1].strip()
         assert first.startswith("quorum emulator listening on http://127.0.0.1:")
         response = httpx2.post(
-            url + "/v1/messages", headers={"x-api-key": "k"},
+            url + "/v1/messages",
+            headers={"x-api-key": "k"},
             json={"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "a"}]},
         )
         assert response.headers["anthropic-ratelimit-requests-limit"] == "50"

@@ -987,3 +987,20 @@ async def test_usage_of_calls_outside_any_run_is_not_charged_anywhere() -> None:
     llm = connect(FakeProvider(responder=lambda r: "free"))
     reply = await llm.complete(request("hello"))
     assert reply.usage == Usage(2, 1)
+
+
+async def test_ready_hands_out_what_finished_without_waiting() -> None:
+    import asyncio as _asyncio
+
+    from quorum.run import stream as _stream
+
+    async def quick(i: int) -> int:
+        await _asyncio.sleep(0.001 * i)
+        return i
+
+    async with _stream(quick, range(4), concurrency=4) as flow:
+        first = await flow.__anext__()
+        await _asyncio.sleep(0.05)  # the others finish meanwhile
+        rest = flow.ready()
+        assert flow.ready() == []  # handed out once
+    assert sorted([first.value, *[o.value for o in rest]]) == [0, 1, 2, 3]

@@ -21,9 +21,7 @@ from quorum.run import Connection, FailurePolicy, Quorum, Retry, Status, connect
 from quorum.testing.clock import VirtualClock
 from quorum.testing.emulator import Emulator
 
-MODEL = "anthropic/claude-sonnet-4-5"
-# The SDK warns that this model name is deprecated; the warning is about the name, not the engine.
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+MODEL = "anthropic/claude-sonnet-5-5"
 LONG = 30.0  # an emulator latency no test waits for: such calls are always cancelled
 RULES = [
     {"match": "quick", "reply": "yes", "latency": 0.01},

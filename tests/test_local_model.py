@@ -71,7 +71,9 @@ def fake_gguf(tmp_path: Path) -> Path:
 def vote(**options: Any) -> Request:
     return Request.of(
         "Comment: 'Thanks for the clear write-up, it helped me a lot.' Is it acceptable?",
-        system="You are a strict content moderator.", schema=MODERATION, **options,
+        system="You are a strict content moderator.",
+        schema=MODERATION,
+        **options,
     )
 
 
@@ -123,8 +125,9 @@ async def test_two_calls_run_at_once_with_a_pool_of_two(provider: LocalProvider)
             ticks += 1
 
     async def call() -> float:
-        request = Request.of(STORY, max_tokens=40, temperature=0,
-                             on_first_byte=lambda: first_tokens.append(loop.time()))
+        request = Request.of(
+            STORY, max_tokens=40, temperature=0, on_first_byte=lambda: first_tokens.append(loop.time())
+        )
         await provider.complete(request)
         return loop.time()
 
@@ -156,8 +159,12 @@ async def test_temperature_and_seed_are_honoured(provider: LocalProvider) -> Non
 async def test_a_cut_off_json_answer_is_invalid_not_half_an_answer(
     provider: LocalProvider,
 ) -> None:
-    open_ended = {"type": "object", "properties": {"essay": {"type": "string"}},
-                  "required": ["essay"], "additionalProperties": False}
+    open_ended = {
+        "type": "object",
+        "properties": {"essay": {"type": "string"}},
+        "required": ["essay"],
+        "additionalProperties": False,
+    }
     request = Request.of(STORY, schema=open_ended, max_tokens=4, temperature=0)
     with pytest.raises(errors.InvalidReply, match="cut off after 4 tokens"):
         await provider.complete(request)
@@ -171,8 +178,7 @@ async def test_cancelling_a_call_stops_it_and_returns_the_instance() -> None:
     llm = LocalProvider(pool_size=1)
     try:
         started = asyncio.Event()
-        request = Request.of(STORY, max_tokens=1500, temperature=0.8,
-                             on_first_byte=started.set)
+        request = Request.of(STORY, max_tokens=1500, temperature=0.8, on_first_byte=started.set)
         task = asyncio.create_task(llm.complete(request))
         await asyncio.wait_for(started.wait(), 30)
         task.cancel()
@@ -190,8 +196,7 @@ async def test_cancelling_a_call_stops_it_and_returns_the_instance() -> None:
 async def test_aclose_stops_running_calls_and_leaves_no_thread() -> None:
     llm = LocalProvider(pool_size=1)
     started = asyncio.Event()
-    running = asyncio.create_task(llm.complete(
-        Request.of(STORY, max_tokens=1500, on_first_byte=started.set)))
+    running = asyncio.create_task(llm.complete(Request.of(STORY, max_tokens=1500, on_first_byte=started.set)))
     waiting = asyncio.create_task(llm.complete(Request.of("Hi", max_tokens=4)))
     await asyncio.wait_for(started.wait(), 30)
     await llm.aclose()
@@ -249,9 +254,7 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
         LocalProvider(str(weights))
 
 
-def test_missing_extra_says_how_to_install(
-    monkeypatch: pytest.MonkeyPatch, fake_gguf: Path
-) -> None:
+def test_missing_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch, fake_gguf: Path) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
     with pytest.raises(errors.LocalModelUnavailable) as caught:
         LocalProvider(str(fake_gguf))
@@ -277,13 +280,18 @@ def test_a_bounded_schema_has_a_longest_answer() -> None:
     assert 60 * 6 < longest < 600
 
 
-@pytest.mark.parametrize("schema", [
-    {"type": "object", "properties": {"text": {"type": "string"}}},
-    {"type": "array", "items": {"type": "integer"}},
-    {"type": "object", "properties": {}, "additionalProperties": True},
-    {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
-     "$ref": "#/$defs/node"},
-])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"text": {"type": "string"}}},
+        {"type": "array", "items": {"type": "integer"}},
+        {"type": "object", "properties": {}, "additionalProperties": True},
+        {
+            "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+            "$ref": "#/$defs/node",
+        },
+    ],
+)
 def test_an_open_ended_schema_has_no_longest_answer(schema: dict[str, Any]) -> None:
     assert longest_answer(schema) is None
 

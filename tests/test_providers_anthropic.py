@@ -79,9 +79,7 @@ async def test_text_reply_with_usage_cost_and_rate_limits(llm: AnthropicProvider
     assert reply.rate_limits.buckets["input_tokens"].remaining is not None
 
 
-async def test_structured_answer_comes_from_the_forced_tool(
-    llm: AnthropicProvider, emu: Emulator
-) -> None:
+async def test_structured_answer_comes_from_the_forced_tool(llm: AnthropicProvider, emu: Emulator) -> None:
     reply = await llm.complete(Request.of("judge this", schema=SCHEMA, schema_name="verdict"))
     assert reply.data == {"decision": "reject"}
     assert reply.stop_reason == "tool_use"
@@ -92,8 +90,7 @@ async def test_structured_answer_comes_from_the_forced_tool(
 
 @pytest.mark.parametrize(
     ("prompt", "words"),
-    [("offschema", "outside the requested schema"), ("chatty", "without calling"),
-     ("long", "cut off")],
+    [("offschema", "outside the requested schema"), ("chatty", "without calling"), ("long", "cut off")],
 )
 async def test_unusable_structured_answers_are_invalid_replies(
     llm: AnthropicProvider, prompt: str, words: str
@@ -137,8 +134,7 @@ async def test_shared_prefix_goes_first_and_carries_the_breakpoint(
         for role in ("You are a lawyer.", "You are an engineer.")
     ]
     _, body = emu.recent[-1]
-    assert body["system"][0] == {"type": "text", "text": document,
-                                 "cache_control": {"type": "ephemeral"}}
+    assert body["system"][0] == {"type": "text", "text": document, "cache_control": {"type": "ephemeral"}}
     assert body["system"][1] == {"type": "text", "text": "You are an engineer."}
     assert replies[0].usage.cache_write_tokens > 0
     assert replies[1].usage.cache_read_tokens == replies[0].usage.cache_write_tokens
@@ -195,7 +191,10 @@ async def test_temperature_is_not_sent_and_the_loss_is_logged(
     ],
 )
 async def test_every_failure_maps_to_its_class(
-    llm: AnthropicProvider, emu: Emulator, prompt: str, cls: type[errors.ProviderError],
+    llm: AnthropicProvider,
+    emu: Emulator,
+    prompt: str,
+    cls: type[errors.ProviderError],
     status: int | None,
 ) -> None:
     if prompt == "ehang":  # the one case that lasts until the client's timeout
@@ -232,9 +231,14 @@ async def test_enforced_limit_is_rate_limited_with_the_wait() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "cls"),
-    [("429", errors.RateLimited), ("529", errors.Overloaded), ("500", errors.ServerError),
-     ("reset", errors.ConnectionFailed), ("hang", errors.Timeout),
-     ("malformed", errors.InvalidReply)],
+    [
+        ("429", errors.RateLimited),
+        ("529", errors.Overloaded),
+        ("500", errors.ServerError),
+        ("reset", errors.ConnectionFailed),
+        ("hang", errors.Timeout),
+        ("malformed", errors.InvalidReply),
+    ],
 )
 @pytest.mark.parametrize("stream", [False, True])
 async def test_injected_failures_map_streamed_or_not(
@@ -266,8 +270,10 @@ def test_mid_stream_error_event_maps_by_its_type() -> None:
 def test_prompt_too_long_is_a_context_overflow() -> None:
     request = httpx2.Request("POST", "http://x/v1/messages")
     response = httpx2.Response(400, request=request)
-    body = {"type": "error", "error": {"type": "invalid_request_error",
-                                       "message": "prompt is too long: 210000 tokens > 200000"}}
+    body = {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000"},
+    }
     exc = anthropic.BadRequestError("x", response=response, body=body)
     assert isinstance(_boundary().map(exc), errors.ContextOverflow)
 
@@ -277,8 +283,12 @@ def test_unknown_exceptions_are_not_mapped() -> None:
 
 
 def _boundary() -> Boundary:
-    sdk = SdkErrors(anthropic.APIStatusError, anthropic.APITimeoutError,
-                    anthropic.APIConnectionError, anthropic.APIResponseValidationError)
+    sdk = SdkErrors(
+        anthropic.APIStatusError,
+        anthropic.APITimeoutError,
+        anthropic.APIConnectionError,
+        anthropic.APIResponseValidationError,
+    )
     return Boundary("anthropic", sdk, "ANTHROPIC_API_KEY", "http://x", 1.0)
 
 
@@ -300,9 +310,7 @@ def test_unknown_option_names_it_and_the_allowed_ones() -> None:
         AnthropicProvider(api_key=KEY, temprature=0.5)
 
 
-async def test_environment_supplies_key_and_base_url(
-    emu: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_environment_supplies_key_and_base_url(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in emu.env().items():
         monkeypatch.setenv(name, value)
     llm = AnthropicProvider(MODEL)
@@ -314,6 +322,6 @@ async def test_environment_supplies_key_and_base_url(
 def test_key_never_shows_in_repr() -> None:
     llm = AnthropicProvider(api_key=KEY, base_url="http://127.0.0.1:9")
     assert "SECRET123456" not in repr(llm)
-    assert "claude-sonnet-4-5" in repr(llm)
+    assert "claude-sonnet-5-5" in repr(llm)
     assert llm.capabilities.supports_cache
     assert llm.capabilities.max_context == 200_000

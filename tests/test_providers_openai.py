@@ -127,12 +127,14 @@ async def test_cached_prompt_tokens_are_reads_not_input(llm: OpenAIProvider) -> 
 
 @pytest.mark.parametrize(
     ("model", "field"),
-    [("gpt-4o-mini", "max_tokens"), ("gpt-5-mini", "max_completion_tokens"),
-     ("o3", "max_completion_tokens"), ("o4-mini", "max_completion_tokens")],
+    [
+        ("gpt-4o-mini", "max_tokens"),
+        ("gpt-5-mini", "max_completion_tokens"),
+        ("o3", "max_completion_tokens"),
+        ("o4-mini", "max_completion_tokens"),
+    ],
 )
-async def test_token_budget_field_depends_on_the_model(
-    emu: Emulator, model: str, field: str
-) -> None:
+async def test_token_budget_field_depends_on_the_model(emu: Emulator, model: str, field: str) -> None:
     llm = OpenAIProvider(model, api_key=KEY, base_url=emu.openai_base_url)
     await llm.complete(Request.of("greet", max_tokens=33))
     await llm.aclose()
@@ -143,8 +145,7 @@ async def test_token_budget_field_depends_on_the_model(
 
 
 async def test_request_fields_reach_the_wire(llm: OpenAIProvider, emu: Emulator) -> None:
-    await llm.complete(Request.of("greet", system="S", prefix="P", stop=("END",),
-                                  temperature=0.3, seed=7))
+    await llm.complete(Request.of("greet", system="S", prefix="P", stop=("END",), temperature=0.3, seed=7))
     _, body = emu.recent[-1]
     assert body["messages"][0] == {"role": "system", "content": "P\n\nS"}
     assert body["messages"][1] == {"role": "user", "content": "greet"}
@@ -170,7 +171,10 @@ async def test_request_fields_reach_the_wire(llm: OpenAIProvider, emu: Emulator)
     ],
 )
 async def test_every_failure_maps_to_its_class(
-    llm: OpenAIProvider, emu: Emulator, prompt: str, cls: type[errors.ProviderError],
+    llm: OpenAIProvider,
+    emu: Emulator,
+    prompt: str,
+    cls: type[errors.ProviderError],
     status: int | None,
 ) -> None:
     if prompt == "ehang":  # the one case that lasts until the client's timeout
@@ -191,9 +195,13 @@ async def test_rate_limited_carries_retry_after_and_headers(llm: OpenAIProvider)
 
 @pytest.mark.parametrize(
     ("kind", "cls"),
-    [("429", errors.RateLimited), ("500", errors.ServerError),
-     ("reset", errors.ConnectionFailed), ("hang", errors.Timeout),
-     ("malformed", errors.InvalidReply)],
+    [
+        ("429", errors.RateLimited),
+        ("500", errors.ServerError),
+        ("reset", errors.ConnectionFailed),
+        ("hang", errors.Timeout),
+        ("malformed", errors.InvalidReply),
+    ],
 )
 @pytest.mark.parametrize("stream", [False, True])
 async def test_injected_failures_map_streamed_or_not(

@@ -167,6 +167,30 @@ async def test_answers_outside_the_options_are_invalid_counted_shown_and_never_w
     assert result.winner == "acceptable"  # the only valid vote, however many invalid ones agree
     assert result.vote_counts == {"acceptable": 1}
     assert UNKNOWN not in result.scores
+    # One valid vote among five cast is no consensus, though it is all of the valid ones.
+    assert result.agreement == 1.0
+    assert result.consensus is False
+
+
+async def test_failed_calls_do_not_count_against_consensus_but_invalid_answers_do() -> None:
+    rules = [says("a", "rejected"), says("b", "rejected"), fails("c"), writes("d", "DECISION: maybe")]
+    result, _ = await vote(rules, "abcd", capabilities=TEXT_ONLY, consensus_threshold=0.6)
+    # a, b valid; c failed (no vote); d invalid: 2 of 3 votes cast = 0.67 >= 0.6
+    assert (result.failed, result.invalid, result.winner) == (1, 1, "rejected")
+    assert result.consensus is True
+    stricter, _ = await vote(rules, "abcd", capabilities=TEXT_ONLY, consensus_threshold=0.7)
+    assert stricter.consensus is False
+
+
+async def test_an_answer_read_as_text_after_a_schema_failure_is_still_billed() -> None:
+    rules = [writes("a", "DECISION: rejected\nCONFIDENCE: high\nREASONING: spam")]
+    fake = FakeProvider(rules=rules, price=PRICE)
+    result = await VotingWorkflow(llm=fake).run(voters("a"), "Classify this comment.", OPTIONS)
+    assert result.votes[0].decision == "rejected"
+    assert result.votes[0].usage.output_tokens > 0
+    assert result.usage == result.votes[0].usage  # charged to the run like any other call
+    assert result.cost is not None
+    assert result.cost > 0
 
 
 async def test_only_invalid_votes_means_no_winner() -> None:

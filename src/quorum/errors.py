@@ -142,6 +142,16 @@ class InvalidReply(PermanentError):
     def __init__(self, message: str, *, text: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.text = text
+        # The call was answered, so it was billed: adapters record what it used, and the
+        # connection charges it to the task and the budget like any other call.
+        self.usage: Any = None
+        self.cost: float | None = None
+
+    def billed(self, usage: Any, cost: float | None, text: str | None = None) -> InvalidReply:
+        """Record what the answered call used (and what it said, if not yet known)."""
+        self.usage, self.cost = usage, cost
+        self.text = self.text if self.text is not None else text
+        return self
 
 
 class RequestTooLarge(QuorumError):
@@ -164,8 +174,9 @@ class RunAborted(RunFailed):
     """FAIL_FAST: the first failure cancelled the calls in flight and skipped the rest."""
 
 
-class IncompleteRun(RunFailed):
-    """REQUIRE_ALL: every task ran, and these failed."""
+class IncompleteRun(RunFailed, RuntimeError):
+    """REQUIRE_ALL: every task ran, and these failed. Also a ``RuntimeError``, which is
+    what the chapter's ``parallel_with_policy`` raised."""
 
 
 class QuorumNotReached(RunFailed):

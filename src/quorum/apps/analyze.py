@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quorum.apps._nesting import nested
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.sectioning import Section, SectioningResult, SectioningWorkflow, check_template
 from quorum.run.budget import Budget
 from quorum.run.connection import connect
+from quorum.run.context import nest
 from quorum.run.events import EventSink
 
 # The chapter's ``analyze_document_example``: same names, prompts and system prompts.
@@ -74,7 +74,7 @@ async def analyze(
     if not text.strip():
         raise ConfigError("the document is empty: there is nothing to analyze")
     workflow = SectioningWorkflow(max_tokens=max_tokens, max_concurrent=concurrency, llm=connect(llm))
-    with nested(on_event=on_event, budget=budget):
+    with nest(on_event=on_event, budget=budget):
         return await workflow.run(sections, text)
 
 

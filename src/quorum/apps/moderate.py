@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from quorum.apps._nesting import nested
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.adaptive import Adaptive
@@ -32,6 +31,7 @@ from quorum.patterns.normalize import fold
 from quorum.patterns.voting import Voter, VotingResult, VotingWorkflow
 from quorum.run.budget import Budget
 from quorum.run.connection import connect
+from quorum.run.context import nest
 from quorum.run.engine import stream
 from quorum.run.events import EventSink
 from quorum.run.outcome import Outcome, Summary
@@ -249,7 +249,7 @@ class Moderation:
     async def _judge(self, item: Item) -> VotingResult:
         if item.problem is not None:
             raise MalformedInput(item.problem)
-        with nested(VOTES_LABEL):
+        with nest(VOTES_LABEL):
             prompt = moderation_prompt(item.text, self._options)
             return await self._workflow.run(self._voters, prompt, self._options)
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from quorum.apps._nesting import nested
 from quorum.errors import ConfigError, InvalidReply, QuorumError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Request, Usage
@@ -35,6 +34,7 @@ from quorum.patterns.sectioning import Section, SectioningWorkflow, SectionResul
 from quorum.patterns.voting import Vote, Voter, VotingResult, VotingWorkflow
 from quorum.run.budget import Budget
 from quorum.run.connection import Connection, connect
+from quorum.run.context import nest
 from quorum.run.engine import run
 from quorum.run.events import EventSink
 from quorum.run.outcome import Summary
@@ -226,7 +226,7 @@ class TranslationWorkflow:
             for name in names
         ]
         workflow = SectioningWorkflow(max_concurrent=self.max_concurrent, llm=self.llm)
-        with nested(on_event=on_event, budget=budget):
+        with nest(on_event=on_event, budget=budget):
             done = await workflow.run(sections, text, merge_results=False)
         return TranslationResult(
             text=text,
@@ -240,7 +240,7 @@ class TranslationWorkflow:
 
     async def _language(self, language: str, text: str, prompt: str) -> LanguageResult:
         """One language: every persona translates, then they vote if they disagree."""
-        with nested(language):
+        with nest(language):
             candidates, errors = await self._translate(prompt)
             if not candidates:
                 raise TranslationError(f"every translator failed: {_listing(errors)}")

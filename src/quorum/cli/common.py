@@ -34,7 +34,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="provider/model, e.g. anthropic/claude-sonnet-4-5, openai/gpt-4o-mini, "
+        help="provider/model, e.g. anthropic/claude-sonnet-5-5, openai/gpt-4o-mini, "
         "local or local:/path/model.gguf. Default: $QUORUM_MODEL, else Anthropic if "
         "ANTHROPIC_API_KEY is set, else the embedded local model.",
     ),

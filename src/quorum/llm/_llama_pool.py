@@ -59,8 +59,9 @@ class InstancePool(Generic[Instance]):
     """Up to ``size`` instances made by ``load`` (called in a worker thread), lent out one
     call at a time by ``run``."""
 
-    def __init__(self, load: Callable[[], Instance], size: int,
-                 close: Callable[[Instance], None] = lambda _: None) -> None:
+    def __init__(
+        self, load: Callable[[], Instance], size: int, close: Callable[[Instance], None] = lambda _: None
+    ) -> None:
         self.size = size
         self._load = load
         self._close_instance = close
@@ -229,8 +230,11 @@ def load_model(llama_cpp: ModuleType, path: Path, *, n_ctx: int, threads: int) -
     try:
         with _safe_weight_layout():
             llama = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=threads,
-                n_threads_batch=threads, verbose=False,  # verbose=False: no stderr chatter
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,  # verbose=False: no stderr chatter
             )
     except (ValueError, RuntimeError) as exc:
         raise LocalModelUnavailable(
@@ -292,7 +296,9 @@ def _chat_formatter(llama: Any) -> Callable[..., Any]:
         return chatml
     eos, bos = llama.token_eos(), llama.token_bos()
     formatter: Callable[..., Any] = chat_format.Jinja2ChatFormatter(
-        template=template, eos_token=_token_text(llama, eos), bos_token=_token_text(llama, bos),
+        template=template,
+        eos_token=_token_text(llama, eos),
+        bos_token=_token_text(llama, bos),
         stop_token_ids=[eos],
     )
     return formatter

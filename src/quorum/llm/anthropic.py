@@ -39,7 +39,7 @@ from quorum.llm.types import Reply, Request, Usage
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
@@ -88,7 +88,8 @@ class AnthropicProvider:
 
     async def complete(self, request: Request) -> Reply:
         params = self._params(request)
-        log.debug("anthropic request: %s", redact(json.dumps(params)))
+        if log.isEnabledFor(logging.DEBUG):  # serialising every request costs ~45 µs
+            log.debug("anthropic request: %s", redact(json.dumps(params)))
         started = time.perf_counter()
         try:
             if request.on_first_byte is None:
@@ -100,7 +101,8 @@ class AnthropicProvider:
             if mapped is None:
                 raise
             raise mapped from exc
-        log.debug("anthropic reply: %s", redact(message.model_dump_json()))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("anthropic reply: %s", redact(message.model_dump_json()))
         return self._reply(request, message, headers, time.perf_counter() - started)
 
     async def aclose(self) -> None:
@@ -131,7 +133,9 @@ class AnthropicProvider:
             self._warned_temperature = True
             log.warning(
                 "anthropic: temperature=%g is not sent: the Messages API (version %s) refuses "
-                "sampling parameters; vary the prompts instead", temperature, API_VERSION,
+                "sampling parameters; vary the prompts instead",
+                temperature,
+                API_VERSION,
             )
 
     async def _create(self, params: dict[str, Any]) -> tuple[ApiMessage, Mapping[str, str]]:
@@ -158,32 +162,44 @@ class AnthropicProvider:
         usage = _usage(message)
         text = "".join(block.text for block in message.content if block.type == "text")
         data = None
-        if request.schema is not None:
-            data = self._structured(request, request.schema, message, text)
-            text = json.dumps(data)
         model = message.model or self.model
+        if request.schema is not None:
+            try:
+                data = self._structured(request, request.schema, message, text)
+            except InvalidReply as exc:
+                raise exc.billed(usage, cost_of(model, usage), text) from None
+            text = json.dumps(data)
         return Reply(
-            text=text, model=model, usage=usage, data=data, stop_reason=message.stop_reason,
-            latency_s=latency, cost=cost_of(model, usage), rate_limits=parse_headers(headers),
+            text=text,
+            model=model,
+            usage=usage,
+            data=data,
+            stop_reason=message.stop_reason,
+            latency_s=latency,
+            cost=cost_of(model, usage),
+            rate_limits=parse_headers(headers),
             raw=message,
         )
 
-    def _structured(
-        self, request: Request, schema: Mapping[str, Any], message: ApiMessage, text: str
-    ) -> Any:
+    def _structured(self, request: Request, schema: Mapping[str, Any], message: ApiMessage, text: str) -> Any:
         where = f"anthropic/{self.model}"
         if message.stop_reason == "max_tokens":
             raise InvalidReply(
                 f"{where}: the structured answer was cut off at max_tokens={request.max_tokens}; "
-                "raise max_tokens or ask for a shorter answer", provider=self.name, text=text,
+                "raise max_tokens or ask for a shorter answer",
+                provider=self.name,
+                text=text,
             )
-        tool = next((b for b in message.content
-                     if b.type == "tool_use" and b.name == request.schema_name), None)
+        tool = next(
+            (b for b in message.content if b.type == "tool_use" and b.name == request.schema_name), None
+        )
         if tool is None:
             said = " ".join(text.split())[:120]
             raise InvalidReply(
                 f"{where} answered without calling the {request.schema_name!r} tool "
-                f"(stop_reason {message.stop_reason}): {said!r}", provider=self.name, text=text,
+                f"(stop_reason {message.stop_reason}): {said!r}",
+                provider=self.name,
+                text=text,
             )
         try:
             return check(tool.input, schema, where=where)

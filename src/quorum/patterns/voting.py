@@ -86,6 +86,7 @@ class VotingResult:
     stopped_early: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     agreement: float = 0.0  # the winner's share of the valid (weighted) votes
+    # ``consensus`` is stricter: the winner's share of all votes cast, invalid ones included
     usage: Usage = field(default_factory=Usage)
     cost: float | None = None
     cache: CacheReport | None = None
@@ -157,8 +158,10 @@ class VotingWorkflow:
             except InvalidReply as exc:
                 if exc.text is None:
                     raise
-                # Structured output failed but the voter did answer: read it as text.
-                return Reply(text=exc.text, model=self.llm.model)
+                # Structured output failed but the voter did answer: read it as text. The
+                # connection already charged the call; the usage is kept for the vote.
+                usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+                return Reply(text=exc.text, model=self.llm.model, usage=usage, cost=exc.cost)
 
         outcomes, summary, stopped = await self._collect(cast, voters, options)
         votes = [self._vote(voters[o.index], o, options) for o in outcomes]
@@ -206,6 +209,7 @@ class VotingWorkflow:
                 outcomes.append(outcome)
                 stopped = self._settled(outcomes, voters, options)
                 if stopped:
+                    outcomes.extend(flow.ready())  # answers already back count too
                     break
                 if gate is not None:
                     gate.counted_one()
@@ -275,7 +279,7 @@ class VotingWorkflow:
             votes=votes,
             winner=result.winner,
             vote_counts=counts,
-            consensus=result.winner is not None and result.share >= self.consensus_threshold,
+            consensus=self._consensus(result, votes),
             consensus_threshold=self.consensus_threshold,
             execution_time=0.0,
             tied=list(result.tied),
@@ -284,6 +288,16 @@ class VotingWorkflow:
             scores=dict(result.counts),
             agreement=result.share,
         )
+
+    def _consensus(self, result: Tally, votes: Sequence[Vote]) -> bool:
+        """The winner's share of every vote cast, invalid answers included: a voter who
+        answered outside the options did not agree, so one valid vote among five invalid
+        ones is no consensus. Failed calls cast no vote and are left out, as in the chapter."""
+        if result.winner is None:
+            return False
+        invalid = sum(self._weight(v.weight) for v in votes if v.success and v.decision == UNKNOWN)
+        cast = result.total + invalid
+        return cast > 0 and result.counts[result.winner] / cast >= self.consensus_threshold
 
 
 class _Gate:

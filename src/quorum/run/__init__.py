@@ -3,6 +3,7 @@
 from quorum.run.budget import Budget
 from quorum.run.clock import Clock, SystemClock
 from quorum.run.connection import Connection, connect
+from quorum.run.context import nest
 from quorum.run.engine import Stream, run, stream
 from quorum.run.estimate import Cost, estimate
 from quorum.run.events import Event, EventKind, EventSink
@@ -63,6 +64,7 @@ __all__ = [
     "execute_with_retry",
     "is_not_permanent",
     "is_transient",
+    "nest",
     "parallel_with_policy",
     "run",
     "stream",

@@ -1,6 +1,6 @@
 """A provider behind the engine's call layer: limits, the one retry layer, accounting.
 
-``quorum.connect("anthropic/claude-sonnet-4-5", rpm=50, itpm=40_000)`` returns a
+``quorum.connect("anthropic/claude-sonnet-5-5", rpm=50, itpm=40_000)`` returns a
 ``Connection``. It is itself a provider (same ``complete``), so workflows take either.
 Every call through it waits for its limits (shared by everything using the connection,
 nested runs included), is retried when the failure is transient, teaches the limiter what
@@ -82,6 +82,8 @@ class Connection:
             try:
                 reply = await self._attempt(request)
             except errors.QuorumError as exc:
+                if isinstance(exc, errors.InvalidReply) and exc.usage is not None:
+                    context.charge(exc.usage, exc.cost)
                 delay = self.retry.delay(attempt, exc, self.clock.now() - first_try)
                 if delay is None:
                     raise
@@ -101,6 +103,8 @@ class Connection:
             try:
                 reply = await self._timed(request)
             except errors.ProviderError as exc:
+                if isinstance(exc, errors.InvalidReply):
+                    settlement.usage = exc.usage
                 self.limits.learn(exc.rate_limits or RateLimitInfo(retry_after=advised_wait(exc)))
                 raise
             settlement.usage = reply.usage
@@ -145,7 +149,7 @@ def connect(
     clock: Clock = SYSTEM_CLOCK,
     **provider_options: Any,
 ) -> Connection:
-    """A ``Connection`` to a model string (``"anthropic/claude-sonnet-4-5"``, ``"local"``,
+    """A ``Connection`` to a model string (``"anthropic/claude-sonnet-5-5"``, ``"local"``,
     ``"fake"``...), a provider object, or, with ``None``, the default model (``QUORUM_MODEL``,
     else Anthropic when ``ANTHROPIC_API_KEY`` is set, else the embedded model).
 

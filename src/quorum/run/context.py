@@ -10,6 +10,8 @@ pass down to nested calls without threading them through every signature.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -107,3 +109,28 @@ def note_retry(attempt: int, delay: float, exc: BaseException) -> None:
     meter = current_meter.get()
     if meter is not None:
         meter.note_retry(attempt, delay, exc)
+
+
+@contextmanager
+def nest(
+    label: str = "", *, on_event: EventSink | None = None, budget: Budget | None = None
+) -> Iterator[None]:
+    """Give the runs started inside the block a label, an event sink and a budget.
+
+    Workflows start their own runs (a sectioning run, a vote), so a caller cannot pass
+    ``on_event`` or a label to each; inside ``with nest(...)`` every run, however deep,
+    gets ``label`` after the enclosing run's label (so its events can be grouped), reports
+    to ``on_event`` (else to the enclosing sink) and is charged to ``budget`` as well as
+    to every enclosing budget. The deadline stays the enclosing one."""
+    outer = current_scope.get() or Scope()
+    scope = Scope(
+        budgets=outer.budgets + ((budget,) if budget is not None else ()),
+        deadline=outer.deadline,
+        sink=on_event or outer.sink,
+        label="/".join(part for part in (outer.label, label) if part),
+    )
+    token = current_scope.set(scope)
+    try:
+        yield
+    finally:
+        current_scope.reset(token)

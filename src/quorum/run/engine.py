@@ -214,6 +214,21 @@ class Stream(Generic[T, R]):
                 return self._hand_out(item)
             self._reorder[item.index] = item
 
+    def ready(self) -> list[Outcome[R]]:
+        """Outcomes that have finished but were not handed out yet, without waiting.
+
+        A consumer that stops early (an adaptive vote that is settled) takes these
+        before leaving, so answers that already came back are counted, not dropped."""
+        ready = [self._hand_out(o) for _i, o in sorted(self._reorder.items())]
+        self._reorder.clear()
+        while not self._outbox.empty():
+            item = self._outbox.get_nowait()
+            if item is None:
+                self._outbox.put_nowait(None)  # the end marker stays for __anext__
+                break
+            ready.append(self._hand_out(item))
+        return ready
+
     def _hand_out(self, outcome: Outcome[R]) -> Outcome[R]:
         self._yielded += 1
         self._room.set()

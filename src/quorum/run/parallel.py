@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quorum.errors import RunAborted
 from quorum.llm.provider import Provider
 from quorum.llm.types import Message, Request
 from quorum.run.connection import Connection, connect
@@ -172,20 +173,28 @@ async def parallel_with_policy(
 ) -> list[TaskResult]:
     """Run ``(task_id, async_function)`` pairs concurrently under a failure policy.
 
-    FAIL_FAST raises ``RunAborted`` (its ``__cause__`` is the first failure) after
-    cancelling what was in flight; REQUIRE_ALL raises ``IncompleteRun`` listing every
-    failure; ``Quorum(k)`` returns once k succeeded. Other keywords go to ``quorum.run``.
+    As in the chapter, FAIL_FAST cancels what is in flight and raises the first failure
+    itself (a note on it counts what was cancelled and skipped); REQUIRE_ALL raises
+    ``IncompleteRun`` (a ``RuntimeError``) listing every failure; ``Quorum(k)`` returns
+    once k succeeded. Other keywords go to ``quorum.run``.
     """
     retry = chapter_retry(max_retries, retry_delay) if policy is FailurePolicy.RETRY else None
-    outcome = await run(
-        lambda pair: pair[1](),
-        tasks,
-        concurrency=max_concurrent,
-        policy=policy,
-        retry=retry,
-        ids=lambda _i, pair: pair[0],
-        **options,
-    )
+    try:
+        outcome = await run(
+            lambda pair: pair[1](),
+            tasks,
+            concurrency=max_concurrent,
+            policy=policy,
+            retry=retry,
+            ids=lambda _i, pair: pair[0],
+            **options,
+        )
+    except RunAborted as aborted:
+        first = aborted.__cause__
+        if not isinstance(first, Exception):
+            raise
+        first.add_note(f"quorum FAIL_FAST: {aborted.result.summary.line()}")
+        raise first from None
     return [_task_result(o) for o in outcome.outcomes]
 
 

@@ -95,11 +95,14 @@ class AnthropicApi:
         first += _sse("ping", {"type": "ping"})
         blocks, stop = _blocks(call, content, ident)
         rest = b"".join(_block_events(i, b, content) for i, b in enumerate(blocks))
-        rest += _sse("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": content.stop_sequence},
-            "usage": {"output_tokens": usage.output_tokens},
-        })
+        rest += _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": content.stop_sequence},
+                "usage": {"output_tokens": usage.output_tokens},
+            },
+        )
         rest += _sse("message_stop", {"type": "message_stop"})
         return first, rest
 
@@ -148,8 +151,12 @@ def _envelope(call: Call, ident: str, usage: Usage) -> dict[str, Any]:
 def _blocks(call: Call, content: Content, ident: str) -> tuple[list[dict[str, Any]], str]:
     if call.tool is not None and (content.data is not None or content.stop_reason == "max_tokens"):
         # A cut-off tool call still arrives as a tool_use block; its input is incomplete.
-        use = {"type": "tool_use", "id": "toolu_" + ident, "name": call.tool,
-               "input": content.data if content.data is not None else {}}
+        use = {
+            "type": "tool_use",
+            "id": "toolu_" + ident,
+            "name": call.tool,
+            "input": content.data if content.data is not None else {},
+        }
         return [use], "tool_use" if content.stop_reason != "max_tokens" else "max_tokens"
     return [{"type": "text", "text": content.text}], content.stop_reason
 
@@ -161,12 +168,10 @@ def _block_events(index: int, block: dict[str, Any], content: Content) -> bytes:
     else:
         start = {"type": "text", "text": ""}
         delta_type, key = "text_delta", "text"
-    out = _sse("content_block_start",
-               {"type": "content_block_start", "index": index, "content_block": start})
+    out = _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
     for piece in _pieces(content.text):
         delta = {"type": delta_type, key: piece}
-        out += _sse("content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta})
+        out += _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
     return out + _sse("content_block_stop", {"type": "content_block_stop", "index": index})
 
 

@@ -105,7 +105,10 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self._handler, self._stats, self._connections),
-            self._host, self._requested_port, reuse_address=True, backlog=BACKLOG,
+            self._host,
+            self._requested_port,
+            reuse_address=True,
+            backlog=BACKLOG,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -72,9 +72,7 @@ class TokenBucket:
 class Limits:
     """The emulator's enforced limits: requests/min and input tokens/min, either optional."""
 
-    def __init__(
-        self, rpm: int | None, itpm: int | None, burst_s: float, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, rpm: int | None, itpm: int | None, burst_s: float, clock: Callable[[], float]) -> None:
         now = clock()
         self._clock = clock
         self._buckets: dict[str, TokenBucket] = {}

@@ -67,7 +67,11 @@ class OpenAIApi:
         )
         options = body.get("stream_options") or {}
         return Call(
-            request, model, bool(body.get("stream")), name, _prefix(system, model),
+            request,
+            model,
+            bool(body.get("stream")),
+            name,
+            _prefix(system, model),
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
         )
 
@@ -82,8 +86,7 @@ class OpenAIApi:
     def message(self, call: Call, content: Content, usage: Usage, ident: str) -> bytes:
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": content.text, "refusal": None,
-                        "annotations": []},
+            "message": {"role": "assistant", "content": content.text, "refusal": None, "annotations": []},
             "logprobs": None,
             "finish_reason": _FINISH[content.stop_reason],
         }
@@ -94,9 +97,7 @@ class OpenAIApi:
     def events(self, call: Call, content: Content, usage: Usage, ident: str) -> tuple[bytes, bytes]:
         """The chunk stream in two parts: the first chunk (the role), and the rest."""
         first = _chunk(call, ident, {"role": "assistant", "content": ""}, None)
-        rest = b"".join(
-            _chunk(call, ident, {"content": piece}, None) for piece in _pieces(content.text)
-        )
+        rest = b"".join(_chunk(call, ident, {"content": piece}, None) for piece in _pieces(content.text))
         rest += _chunk(call, ident, {}, _FINISH[content.stop_reason])
         if call.include_usage:
             final = _envelope(call, ident, "chat.completion.chunk")
@@ -166,9 +167,12 @@ def _usage(usage: Usage) -> dict[str, Any]:
         "completion_tokens": usage.output_tokens,
         "total_tokens": prompt + usage.output_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0,
-                                      "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 

@@ -134,7 +134,9 @@ class Emulator:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
@@ -192,8 +194,11 @@ class Emulator:
             return
         wire = _Responder(api, exchange, f"emu{next(self._ids):010d}", self._limits)
         if not api.authorized(http.headers):
-            wire.error(401, "no API key was sent: send x-api-key or Authorization: Bearer "
-                            "(any value works with this emulator)")
+            wire.error(
+                401,
+                "no API key was sent: send x-api-key or Authorization: Bearer "
+                "(any value works with this emulator)",
+            )
             return
         try:
             body = json.loads(http.body)
@@ -226,8 +231,11 @@ class Emulator:
         roll = self._rng.random()  # drawn for every request, so runs repeat
         for kind, share in self.errors.items():
             if roll < share:
-                return Fault(kind, f"injected {kind} (emulator errors={{{kind!r}: {share}}})",
-                             self.retry_after if kind == "429" else None)
+                return Fault(
+                    kind,
+                    f"injected {kind} (emulator errors={{{kind!r}: {share}}})",
+                    self.retry_after if kind == "429" else None,
+                )
             roll -= share
         return None
 
