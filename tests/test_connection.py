@@ -154,3 +154,14 @@ async def test_an_answer_that_breaks_its_schema_is_charged_and_not_retried() -> 
     assert outcome.usage.output_tokens > 0
     assert outcome.cost is not None
     assert budget.spent_tokens == outcome.usage.total_tokens
+
+
+async def test_time_in_calls_leaves_out_waiting_for_a_free_slot() -> None:
+    from quorum import FakeProvider, Request, run
+
+    llm = connect(FakeProvider(latency=0.05), concurrency=1)  # one call at a time
+    result = await run(llm.complete, [Request.of(f"q{i}") for i in range(4)], concurrency=4)
+    waited = sum(o.duration for o in result.outcomes)  # includes queueing: about 0.05+0.10+0.15+0.20
+    assert result.summary.busy_s < 0.75 * waited
+    assert result.summary.busy_s == pytest.approx(sum(o.call_s for o in result.outcomes))
+    assert result.summary.time_saved_s < 0.05  # one at a time saves nothing, and says so

@@ -93,7 +93,7 @@ class Connection:
                 context.note_retry(attempt, delay, exc)
                 await self.clock.sleep(delay)
                 continue
-            context.charge(reply.usage, reply.cost)
+            context.charge(reply.usage, reply.cost, reply.latency_s)
             return reply
 
     async def _attempt(self, request: Request) -> Reply:

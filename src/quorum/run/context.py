@@ -55,11 +55,13 @@ class Meter:
     calls: int = 0
     unpriced: int = 0
     retries: int = 0
+    call_s: float = 0.0  # time the provider spent answering, without waits for limits or slots
 
-    def charge(self, usage: Usage, cost: float | None) -> None:
+    def charge(self, usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
         meter: Meter | None = self
         while meter is not None:
             meter.calls += 1
+            meter.call_s += seconds
             meter.usage = meter.usage + usage
             if cost is None:
                 meter.unpriced += 1
@@ -98,11 +100,12 @@ def check_budget() -> None:
         scope.check_budget()
 
 
-def charge(usage: Usage, cost: float | None) -> None:
-    """Account one finished call to the current task (and its parents) and budgets."""
+def charge(usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
+    """Account one finished call (``seconds`` of provider time) to the current task, its
+    parents and the budgets."""
     meter = current_meter.get()
     if meter is not None:
-        meter.charge(usage, cost)
+        meter.charge(usage, cost, seconds)
 
 
 def note_retry(attempt: int, delay: float, exc: BaseException) -> None:

@@ -328,6 +328,7 @@ class Stream(Generic[T, R]):
         await self._attempts(item, meter, outcome)
         outcome.finished_at = self._o.clock.now()
         outcome.usage, outcome.cost, outcome.calls = meter.usage, meter.known_cost, meter.calls
+        outcome.call_s = meter.call_s
         outcome.attempts += meter.retries
         self._emit(
             EventKind.FINISHED,

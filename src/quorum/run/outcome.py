@@ -39,6 +39,7 @@ class Outcome(Generic[R]):
     started_at: float | None = None
     finished_at: float | None = None
     calls: int = 0
+    call_s: float = 0.0  # provider time of the calls made inside the task
 
     @property
     def ok(self) -> bool:
@@ -106,7 +107,10 @@ class Summary:
     def add(self, outcome: Outcome[Any]) -> None:
         self.counts[outcome.status.value] = self.counts.get(outcome.status.value, 0) + 1
         self.usage = self.usage + outcome.usage
-        self.busy_s += outcome.duration
+        # The chapter's "sum of individual times": the calls' own time where the task made
+        # calls (a call waiting for a rate limit or a free local model is not working),
+        # else the task's.
+        self.busy_s += outcome.call_s if outcome.calls else outcome.duration
         self.retries += max(0, outcome.attempts - 1)
         if outcome.cost is not None:
             self.cost = (self.cost or 0.0) + outcome.cost
