@@ -548,7 +548,35 @@ async def test_a_review_through_the_anthropic_sdk_and_the_emulator() -> None:
     assert sql_group.confirmed
     assert sql_group.location == "<code>:5"
     first_block = bodies[0]["system"][0]
-    assert first_block["text"].startswith("Context: General code review")
+    assert first_block["text"].startswith(DATA_RULES)  # the rules, then the code they govern
+    assert "Context: General code review" in first_block["text"]
     assert "<code path=" in first_block["text"]
     assert first_block.get("cache_control") == {"type": "ephemeral"}
     assert all(b["tool_choice"]["name"] == "security_review" for b in bodies)
+
+
+async def test_with_a_reusable_prefix_the_reviewers_of_a_unit_share_everything_but_their_perspective(
+    tmp_path: Path,
+) -> None:
+    from quorum import Capabilities
+
+    target = tmp_path / "handler.py"
+    target.write_text(INJECTED, encoding="utf-8")
+    fake = FakeProvider(
+        responder=scripted({}), capabilities=Capabilities(reuses_prefix=True, max_context=8192)
+    )
+    await CodeReviewSystem(llm=fake, reviewers=3).review_paths([target])
+    prefixes = {r.prefix for r in fake.calls}
+    assert len(prefixes) == 1  # one shared prefix for the three reviewers of the one unit
+    (prefix,) = prefixes
+    assert prefix is not None
+    assert prefix.startswith(DATA_RULES)  # the rules come before the code they govern
+    assert prefix.index("</code>") < prefix.index("Report at most")
+    assert [r.system for r in fake.calls] == [
+        "You are a security expert specializing in injection attacks.\n"
+        "Focus on: SQL injection, command injection, XSS, template injection.\n"
+        "Be thorough but avoid false positives.",
+        *[r.system for r in fake.calls[1:]],
+    ]
+    assert len({r.system for r in fake.calls}) == 3
+    assert all(DATA_RULES not in (r.system or "") for r in fake.calls)

@@ -71,7 +71,7 @@ class OpenAIProvider:
     ``OPENAI_BASE_URL`` when ``api_key`` and ``base_url`` are not given."""
 
     name = "openai"
-    capabilities = Capabilities(supports_schema=True)
+    capabilities = Capabilities(supports_schema=True, reuses_prefix=True)
 
     def __init__(
         self,

@@ -12,6 +12,10 @@ from quorum.llm.types import Reply, Request
 class Capabilities:
     supports_schema: bool = True  # native structured output (tool use, json_schema, grammar)
     supports_cache: bool = False  # explicit prompt-cache prefixes (Anthropic)
+    # A prompt that starts like an earlier one costs less: llama.cpp keeps the evaluated
+    # prefix of each instance's last prompt, OpenAI caches long prefixes by itself. Shared
+    # context is then put first (``Request.prefix``), with no leader call needed.
+    reuses_prefix: bool = False
     max_context: int | None = None  # tokens, prompt and answer together
     local: bool = False  # runs on this machine: no key, no network, no bill
 

@@ -185,7 +185,8 @@ class VotingWorkflow:
             "schema": schema,
             "schema_name": "vote",
         }
-        if self.cache_aware and self.llm.capabilities.supports_cache:
+        caps = self.llm.capabilities
+        if self.cache_aware and (caps.supports_cache or caps.reuses_prefix):
             # The shared question goes first so every voter's request starts with it.
             instructions = ask("", options).strip()
             return Request.of(
