@@ -79,14 +79,16 @@ async def main(votes: int) -> dict[str, float | int]:
 
 def report(result: dict[str, float | int]) -> str:
     n = result["pool_n"]
-    return "\n".join([
-        f"{result['votes']} schema-constrained votes, run concurrently",
-        f"  pool of 1 (2 threads):  {result['tokens_per_s_pool1']:>7} tokens/s"
-        f"  {result['wall_s_pool1']:>6} s",
-        f"  pool of {n} (1 thread):  {result['tokens_per_s_poolN']:>7} tokens/s"
-        f"  {result['wall_s_poolN']:>6} s",
-        f"  speedup: {result['speedup']}x",
-    ])
+    return "\n".join(
+        [
+            f"{result['votes']} schema-constrained votes, run concurrently",
+            f"  pool of 1 (2 threads):  {result['tokens_per_s_pool1']:>7} tokens/s"
+            f"  {result['wall_s_pool1']:>6} s",
+            f"  pool of {n} (1 thread):  {result['tokens_per_s_poolN']:>7} tokens/s"
+            f"  {result['wall_s_poolN']:>6} s",
+            f"  speedup: {result['speedup']}x",
+        ]
+    )
 
 
 if __name__ == "__main__":

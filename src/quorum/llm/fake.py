@@ -231,10 +231,14 @@ class FakeProvider:
         return None
 
     async def _wait(self, latency: float, request: Request) -> None:
+        if request.on_first_byte is None:
+            if latency > 0:
+                await asyncio.sleep(latency)
+            return
+        # The answer "starts" halfway: what a cache-aware fan-out waits for.
         if latency > 0:
             await asyncio.sleep(latency / 2)
-        if request.on_first_byte is not None:
-            request.on_first_byte()
+        request.on_first_byte()
         if latency > 0:
             await asyncio.sleep(latency / 2)
 

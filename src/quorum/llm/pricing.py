@@ -12,6 +12,7 @@ the table costs ``None``: an unknown price is reported as unknown, never as $0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from quorum.llm.types import Usage
 
@@ -69,8 +70,10 @@ _PRICES: dict[str, Price] = {
 
 def set_price(model: str, price: Price) -> None:
     _PRICES[model] = price
+    price_of.cache_clear()
 
 
+@lru_cache(maxsize=256)  # every reply asks: a prefix search per call would show in the engine
 def price_of(model: str) -> Price | None:
     """Exact name first, then the longest known name it starts with, so dated snapshots
     (``claude-sonnet-4-20250514``, ``gpt-4o-2024-08-06``) find their family."""

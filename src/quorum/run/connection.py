@@ -97,9 +97,16 @@ class Connection:
             return reply
 
     async def _attempt(self, request: Request) -> Reply:
-        cost = estimate(request)
-        async with self.limits.hold(cost) as settlement:
-            _log_request(self, request)
+        _log_request(self, request)
+        if not self.limits:  # nothing to hold or to teach: skip the bookkeeping
+            reply = await self._timed(request)
+        else:
+            reply = await self._limited(request)
+        _log_reply(self, reply)
+        return reply
+
+    async def _limited(self, request: Request) -> Reply:
+        async with self.limits.hold(estimate(request)) as settlement:
             try:
                 reply = await self._timed(request)
             except errors.ProviderError as exc:
@@ -109,7 +116,6 @@ class Connection:
                 raise
             settlement.usage = reply.usage
             self.limits.learn(reply.rate_limits)
-        _log_reply(self, reply)
         return reply
 
     async def _timed(self, request: Request) -> Reply:
