@@ -33,7 +33,7 @@ from quorum.patterns.aggregation import cluster_vote, normalize_text
 from quorum.patterns.sectioning import Section, SectioningWorkflow, SectionResult
 from quorum.patterns.voting import Vote, Voter, VotingResult, VotingWorkflow
 from quorum.run.budget import Budget
-from quorum.run.connection import Connection, connect
+from quorum.run.connection import LazyConnection
 from quorum.run.context import nest
 from quorum.run.engine import run
 from quorum.run.events import EventSink
@@ -181,6 +181,8 @@ class TranslationWorkflow:
     winner's share of the votes that marks a language high consensus; ``max_concurrent``
     caps the languages in progress at once (the connection's limits cap the calls)."""
 
+    llm = LazyConnection()
+
     def __init__(
         self,
         model: str | None = None,
@@ -199,13 +201,7 @@ class TranslationWorkflow:
         self.consensus_threshold = consensus_threshold
         self.max_concurrent = max_concurrent
         self.max_tokens = max_tokens
-        self._llm = connect(llm) if llm is not None else None
-
-    @property
-    def llm(self) -> Connection:
-        if self._llm is None:
-            self._llm = connect(self.model)
-        return self._llm
+        self.llm = llm
 
     async def run(
         self,

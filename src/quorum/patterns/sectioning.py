@@ -19,7 +19,7 @@ from typing import Any
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Reply, Request, Usage
-from quorum.run.connection import Connection, connect
+from quorum.run.connection import LazyConnection
 from quorum.run.engine import run
 from quorum.run.outcome import Outcome, Summary
 from quorum.run.policy import FailurePolicy, Policy
@@ -78,6 +78,8 @@ class SectioningResult:
 
 
 class SectioningWorkflow:
+    llm = LazyConnection()
+
     def __init__(
         self,
         model: str | None = None,
@@ -91,13 +93,7 @@ class SectioningWorkflow:
         self.max_tokens = max_tokens
         self.max_concurrent = max_concurrent
         self.policy = policy
-        self._llm = connect(llm) if llm is not None else None
-
-    @property
-    def llm(self) -> Connection:
-        if self._llm is None:
-            self._llm = connect(self.model)
-        return self._llm
+        self.llm = llm
 
     async def run(
         self, sections: Sequence[Section], input_data: str, merge_results: bool = True

@@ -25,7 +25,7 @@ from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.aggregation import Tally, cluster_vote, tally, weighted_vote
 from quorum.patterns.fanout import MIN_CACHE_TOKENS, CacheReport, LeaderFirst, worth_caching
 from quorum.patterns.normalize import fold, normalize_decision
-from quorum.run.connection import Connection, connect
+from quorum.run.connection import LazyConnection
 from quorum.run.engine import stream
 from quorum.run.outcome import Outcome, Summary
 
@@ -103,6 +103,8 @@ class VotingWorkflow:
     ``similar``: for votes without options, when two free-text answers are the same.
     """
 
+    llm = LazyConnection()
+
     def __init__(
         self,
         model: str | None = None,
@@ -132,13 +134,7 @@ class VotingWorkflow:
         self.cache_aware = cache_aware
         self.cache_min_tokens = cache_min_tokens
         self.similar = similar
-        self._llm = connect(llm) if llm is not None else None
-
-    @property
-    def llm(self) -> Connection:
-        if self._llm is None:
-            self._llm = connect(self.model)
-        return self._llm
+        self.llm = llm
 
     async def run(
         self, voters: Sequence[Voter], prompt: str, options: Sequence[str] | None = None

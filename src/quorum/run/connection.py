@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from quorum import errors
 from quorum.llm.provider import Capabilities, Provider
@@ -190,3 +190,32 @@ def _log_request(conn: Connection, request: Request) -> None:
 def _log_reply(conn: Connection, reply: Reply) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("reply from %s/%s: %s", conn.name, conn.model, redact(repr(reply)))
+
+
+class LazyConnection:
+    """A workflow's ``llm``: the connection to its ``model``, made on first use.
+
+    Assigning a provider (or ``None``) sets it; reading it connects to ``obj.model`` the
+    first time, so building a workflow needs no key and a static-only review never
+    connects. ``llm = LazyConnection()`` in a class with a ``model`` attribute."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}_connection"
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> LazyConnection: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> Connection: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Connection | LazyConnection:
+        if obj is None:
+            return self
+        made: Connection | None = obj.__dict__.get(self._slot)
+        if made is None:
+            made = connect(getattr(obj, "model", None))
+            obj.__dict__[self._slot] = made
+        return made
+
+    def __set__(self, obj: object, provider: Provider | None) -> None:
+        obj.__dict__[self._slot] = connect(provider) if provider is not None else None

@@ -94,6 +94,7 @@ class Summary:
     wall_s: float = 0.0
     busy_s: float = 0.0
     retries: int = 0
+    calls: int = 0  # provider calls made by the tasks, nested runs included
     stopped: str | None = None  # why dispatch stopped early, if it did
 
     @property
@@ -112,6 +113,7 @@ class Summary:
         # else the task's.
         self.busy_s += outcome.call_s if outcome.calls else outcome.duration
         self.retries += max(0, outcome.attempts - 1)
+        self.calls += outcome.calls
         if outcome.cost is not None:
             self.cost = (self.cost or 0.0) + outcome.cost
         elif outcome.calls:

@@ -19,7 +19,7 @@ from typing import Any
 from quorum.errors import RunAborted
 from quorum.llm.provider import Provider
 from quorum.llm.types import Message, Request
-from quorum.run.connection import Connection, connect
+from quorum.run.connection import LazyConnection
 from quorum.run.engine import run
 from quorum.run.outcome import Outcome, Summary
 from quorum.run.policy import FailurePolicy, Policy
@@ -53,6 +53,8 @@ class ParallelWorkflow(ABC):
     """Subclass and implement ``_process_task`` and ``_aggregate_results``; ``run(tasks)``
     processes every task concurrently (at most ``max_concurrent`` at once)."""
 
+    llm = LazyConnection()
+
     def __init__(
         self,
         model: str | None = None,
@@ -66,14 +68,7 @@ class ParallelWorkflow(ABC):
         self.max_tokens = max_tokens
         self.max_concurrent = max_concurrent
         self.policy = policy
-        self._llm = connect(llm) if llm is not None else None
-
-    @property
-    def llm(self) -> Connection:
-        """The connection, made on first use (so building a workflow needs no key)."""
-        if self._llm is None:
-            self._llm = connect(self.model)
-        return self._llm
+        self.llm = llm
 
     async def _call_llm(self, messages: list[dict[str, str]], system: str | None = None) -> str:
         request = Request(

@@ -98,11 +98,11 @@ class Evaluation:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model,
+            "model": self.model or "static voters only",
             "functions": self.cases,
             "failed_reviews": self.failed_reviews,
             "wall_s": round(self.wall_s, 2),
-            "calls": self.summary.total,
+            "calls": self.summary.calls,
             "tokens": {"input": self.summary.usage.prompt_tokens, "output": self.summary.usage.output_tokens},
             "cost": self.summary.cost,
             "thresholds": [s.as_dict() for s in self.scores],

@@ -58,7 +58,7 @@ from quorum.llm.provider import Provider
 from quorum.patterns.fanout import LeaderFirst, worth_caching
 from quorum.run.budget import Budget
 from quorum.run.clock import SYSTEM_CLOCK
-from quorum.run.connection import Connection, connect
+from quorum.run.connection import LazyConnection
 from quorum.run.engine import run
 from quorum.run.events import EventSink
 from quorum.run.outcome import Outcome
@@ -80,6 +80,8 @@ class CodeReviewSystem:
     """
 
     REVIEWERS: list[dict[str, str]] = CHAPTER_REVIEWERS
+
+    llm = LazyConnection()
 
     def __init__(
         self,
@@ -109,14 +111,7 @@ class CodeReviewSystem:
             "budget": budget,
             "timeout": timeout,
         }
-        self._llm = connect(llm) if llm is not None else None
-
-    @property
-    def llm(self) -> Connection:
-        """The connection, made on first use (so a static-only review needs no model)."""
-        if self._llm is None:
-            self._llm = connect(self.model)
-        return self._llm
+        self.llm = llm
 
     @property
     def model_name(self) -> str:
