@@ -18,20 +18,14 @@ import typer
 from quorum.apps.analyze import SECTIONS, analyze, load_sections, to_json, to_markdown
 from quorum.cli._feed import Feed
 from quorum.cli.common import (
-    BudgetOpt,
-    ConcurrencyOpt,
-    JsonOpt,
-    ModelOpt,
-    RpmOpt,
     Settings,
-    TimeoutOpt,
-    TpmOpt,
-    VerboseOpt,
     execute,
     fail,
+    with_settings,
 )
 
 
+@with_settings
 def command(
     file: Annotated[str, typer.Argument(help="The document to analyze; - reads stdin.", show_default=False)],
     sections_file: Annotated[
@@ -43,19 +37,12 @@ def command(
             'system = "..." (optional).',
         ),
     ] = None,
-    model: ModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    budget: BudgetOpt = None,
-    timeout: TimeoutOpt = None,
-    json_output: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Analyze a document from several angles at once: summary, key points, sentiment,
     reader questions, or your own sections."""
-    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
-    code = execute(lambda: _analyze(settings, file, sections_file), verbose=verbose)
+    code = execute(lambda: _analyze(settings, file, sections_file), verbose=settings.verbose)
     raise typer.Exit(code)
 
 

@@ -10,11 +10,13 @@ never a traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
@@ -83,6 +85,49 @@ class Settings:
 
     def make_budget(self) -> Budget | None:
         return Budget(dollars=self.budget) if self.budget is not None else None
+
+
+# The options every command shares: (parameter, annotation, default).
+COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", ModelOpt, None),
+    ("concurrency", ConcurrencyOpt, 8),
+    ("rpm", RpmOpt, None),
+    ("tpm", TpmOpt, None),
+    ("budget", BudgetOpt, None),
+    ("timeout", TimeoutOpt, None),
+    ("json_output", JsonOpt, False),
+    ("verbose", VerboseOpt, False),
+)
+
+
+def with_settings(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command the options every command shares, declared once.
+
+    The command declares its own parameters and a keyword-only ``settings: Settings``;
+    typer sees the command's own options followed by the common ones, and the command
+    receives the common ones gathered in ``settings``."""
+    # typer reads each option from its parameter's annotation, so the annotations must be
+    # the resolved objects, not the strings of ``from __future__ import annotations``.
+    hints = {k: v for k, v in get_type_hints(command, include_extras=True).items() if k != "settings"}
+    own = [
+        p.replace(annotation=hints[p.name])
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "settings"
+    ]
+    shared = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+        for n, a, d in COMMON_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        common = {name: kwargs.pop(name) for name, _a, _d in COMMON_OPTIONS}
+        common["json"] = common.pop("json_output")
+        return command(*args, settings=Settings(**common), **kwargs)
+
+    wrapper.__annotations__ = hints | {n: a for n, a, _d in COMMON_OPTIONS}
+    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    return wrapper
 
 
 def execute(work: Callable[[], Awaitable[T]], *, verbose: bool = False) -> T:

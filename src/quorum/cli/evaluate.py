@@ -20,23 +20,17 @@ from quorum.apps.review.evaluate import Evaluation, evaluate, load_cases, load_f
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.cli._feed import Feed
 from quorum.cli.common import (
-    BudgetOpt,
-    ConcurrencyOpt,
-    JsonOpt,
-    ModelOpt,
-    RpmOpt,
     Settings,
-    TimeoutOpt,
-    TpmOpt,
-    VerboseOpt,
     execute,
     fail,
+    with_settings,
 )
 
 app = typer.Typer(help="Measure quorum's applications on labelled data.", no_args_is_help=True)
 
 
 @app.command("review")
+@with_settings
 def review(
     data: Annotated[
         Path, typer.Argument(help="JSONL of labelled functions (id, pair, side, code, vulnerable_lines).")
@@ -50,20 +44,13 @@ def review(
     thresholds: Annotated[
         str, typer.Option("--thresholds", help="Confirmation thresholds to score.")
     ] = "1,2,3",
-    model: ModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    budget: BudgetOpt = None,
-    timeout: TimeoutOpt = None,
-    json_output: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Run the reviewer over labelled data and score it."""
     if limit is not None and sample is not None:
         fail("--limit and --sample both choose the pairs: pick one")
     levels = _thresholds(thresholds)
-    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
 
     async def work() -> Evaluation:
         cases = load_cases(data, limit=limit, sample=sample, seed=seed)
@@ -72,21 +59,21 @@ def review(
         system = CodeReviewSystem(
             llm=settings.connect(),
             reviewers=spec,
-            concurrency=concurrency,
+            concurrency=settings.concurrency,
             on_event=feed.on_event,
             budget=settings.make_budget(),
-            timeout=timeout,
+            timeout=settings.timeout,
         )
         with feed:
             # One review per function at a time per worker; the connection caps the calls.
             result = await evaluate(
-                cases, system, load_families(data), thresholds=levels, concurrency=concurrency
+                cases, system, load_families(data), thresholds=levels, concurrency=settings.concurrency
             )
         feed.close(result.summary)
         return result
 
-    result = execute(work, verbose=verbose)
-    if json_output:
+    result = execute(work, verbose=settings.verbose)
+    if settings.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
     else:
         _print_table(result)

@@ -37,18 +37,11 @@ from quorum.apps.moderate import (
 )
 from quorum.cli._feed import Feed, last_label
 from quorum.cli.common import (
-    BudgetOpt,
-    ConcurrencyOpt,
-    JsonOpt,
-    ModelOpt,
-    RpmOpt,
     Settings,
-    TimeoutOpt,
-    TpmOpt,
-    VerboseOpt,
     execute,
     fail,
     stderr,
+    with_settings,
 )
 from quorum.patterns.adaptive import Adaptive
 from quorum.run.connection import Connection
@@ -59,6 +52,7 @@ Parse = Callable[[str, int], Item | None]
 Items = list[Item] | AsyncIterator[Item]
 
 
+@with_settings
 def command(
     texts: Annotated[
         list[str] | None,
@@ -92,17 +86,10 @@ def command(
         bool, typer.Option("--adaptive", help="Stop each vote once its winner is settled (fewer calls).")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write verdicts in input order.")] = False,
-    model: ModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    budget: BudgetOpt = None,
-    timeout: TimeoutOpt = None,
-    json_output: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Moderate texts by a vote of the chapter's moderators; one JSON verdict per text."""
-    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
     source = choose_source(texts or [], input_file)
     job = Job(
         settings=settings,
@@ -113,7 +100,7 @@ def command(
         adaptive=Adaptive() if adaptive else None,
         ordered=ordered,
     )
-    raise typer.Exit(execute(job.run, verbose=verbose))
+    raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
 
 # -- where the texts come from ------------------------------------------------------------

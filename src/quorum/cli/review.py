@@ -29,23 +29,17 @@ from quorum.apps.review.system import DEFAULT_CONTEXT, CodeReviewSystem
 from quorum.apps.review.taxonomy import SEVERITIES, severity_rank
 from quorum.cli._feed import Feed
 from quorum.cli.common import (
-    BudgetOpt,
-    ConcurrencyOpt,
-    JsonOpt,
-    ModelOpt,
-    RpmOpt,
     Settings,
-    TimeoutOpt,
-    TpmOpt,
-    VerboseOpt,
     execute,
     fail,
     stderr,
+    with_settings,
 )
 
 DEFAULT_MAX_BYTES = 1_000_000
 
 
+@with_settings
 def command(
     paths: Annotated[list[str], typer.Argument(help="Files or directories to review.", show_default=False)],
     reviewers: Annotated[
@@ -89,21 +83,14 @@ def command(
             help="Exit 1 if a confirmed finding is at least this severe: low, medium, high or critical.",
         ),
     ] = None,
-    model: ModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    budget: BudgetOpt = None,
-    timeout: TimeoutOpt = None,
-    json_output: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Review code for security vulnerabilities with several specialist reviewers voting."""
-    if json_output and markdown:
+    if settings.json and markdown:
         fail("--json and --markdown both choose stdout's format: pick one")
     if fail_on is not None and fail_on.lower() not in SEVERITIES:
         fail(f"--fail-on {fail_on!r} is not a severity; use one of {', '.join(SEVERITIES[1:])}")
-    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
 
     async def work() -> CodeReviewResult:
         feed = Feed("review", group=lambda event: event.task_id.split("@", 1)[0])
@@ -112,10 +99,10 @@ def command(
             confirmation_threshold=confirm,
             reviewers=_reviewer_spec(reviewers),
             reviewers_file=reviewers_file,
-            concurrency=concurrency,
+            concurrency=settings.concurrency,
             on_event=feed.on_event,
             budget=settings.make_budget(),
-            timeout=timeout,
+            timeout=settings.timeout,
         )
         with feed:
             result = await system.review_paths(paths, context=context, diff=diff, max_bytes=max_bytes)
@@ -123,7 +110,7 @@ def command(
         feed.close(result.summary)
         return result
 
-    result = execute(work, verbose=verbose)
+    result = execute(work, verbose=settings.verbose)
     _write(result, settings, markdown=markdown, sarif=sarif, html=html)
     raise typer.Exit(_exit_code(result, fail_on))
 

@@ -19,21 +19,15 @@ import typer
 from quorum.apps.translate import TranslationWorkflow, language_names, to_dict
 from quorum.cli._feed import Feed, last_label
 from quorum.cli.common import (
-    BudgetOpt,
-    ConcurrencyOpt,
-    JsonOpt,
-    ModelOpt,
-    RpmOpt,
     Settings,
-    TimeoutOpt,
-    TpmOpt,
-    VerboseOpt,
     execute,
     fail,
+    with_settings,
 )
 from quorum.run.events import Event
 
 
+@with_settings
 def command(
     source: Annotated[
         str,
@@ -51,19 +45,12 @@ def command(
         float,
         typer.Option("--threshold", help="The winner's share of the votes that marks high consensus."),
     ] = 0.6,
-    model: ModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    budget: BudgetOpt = None,
-    timeout: TimeoutOpt = None,
-    json_output: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Translate into several languages at once; in each, three translators vote on the best version."""
-    settings = Settings(model, concurrency, rpm, tpm, budget, timeout, json_output, verbose)
     languages = [part.strip() for part in to.split(",") if part.strip()]
-    code = execute(lambda: _translate(settings, source, languages, threshold), verbose=verbose)
+    code = execute(lambda: _translate(settings, source, languages, threshold), verbose=settings.verbose)
     raise typer.Exit(code)
 
 
