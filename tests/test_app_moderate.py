@@ -271,7 +271,9 @@ def test_cli_adaptive_stops_once_settled(cli: CliRunner) -> None:
     (verdict,) = lines(result.stdout)
     assert verdict["verdict"] == "acceptable"
     assert verdict["stopped_early"] is not None
-    assert verdict["vote_counts"] == {"acceptable": 3}
+    # Settled at three; a vote already back by then is counted too, never thrown away.
+    assert set(verdict["vote_counts"]) == {"acceptable"}
+    assert 3 <= verdict["vote_counts"]["acceptable"] <= 5
 
 
 def test_cli_json_writes_one_document(cli: CliRunner) -> None:
