@@ -278,6 +278,10 @@ def test_a_bounded_schema_has_a_longest_answer() -> None:
     longest = longest_answer(MODERATION)
     assert longest is not None
     assert 60 * 6 < longest < 600
+    # Without escapes each string character is one character of JSON: 5 fewer per character.
+    plain = longest_answer(MODERATION, per_char=1)
+    assert plain is not None
+    assert longest - plain == 5 * 60
 
 
 @pytest.mark.parametrize(
@@ -302,3 +306,37 @@ def test_arrays_and_choices_bound_the_answer() -> None:
     assert longest_answer(tags) == 4 + 3 * len('"bb" , ')
     either = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
     assert longest_answer(either) == 6
+
+
+@needs_model
+async def test_the_chapters_voting_workflow_runs_a_moderation_vote_on_the_local_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from quorum import Voter, VotingWorkflow
+
+    # The chapter's content_moderation_example, on the embedded model.
+    workflow = VotingWorkflow(model="local", consensus_threshold=0.6)
+    voters = [
+        Voter("strict_moderator", "You are a strict content moderator.", temperature=0.3),
+        Voter("balanced_moderator", "You are a balanced content moderator.", temperature=0.5),
+        Voter("lenient_moderator", "You are a lenient content moderator.", temperature=0.3),
+        Voter("context_analyst", "You analyze content with deep attention to context.", temperature=0.7),
+        Voter("policy_expert", "You are an expert in content policies.", temperature=0.3),
+    ]
+    content = "I can't believe how stupid the new policy is. We should organize a protest!"
+    prompt = (
+        f"Classify the following user content:\n\n{content}\n\n"
+        "Is this content acceptable, needs_review, or should be rejected?"
+    )
+    options = ["acceptable", "needs_review", "rejected"]
+    try:
+        result = await workflow.run(voters, prompt, options)
+    finally:
+        await workflow.llm.aclose()
+    # Constrained to an enum, the tiny model always casts a valid vote.
+    assert [v.success for v in result.votes] == [True] * 5, [v.error for v in result.votes]
+    assert all(v.decision in options for v in result.votes)
+    assert sum(result.vote_counts.values()) == 5
+    assert result.winner in (*options, None)
+    assert result.winner is not None or result.tied
+    assert result.cost == 0.0

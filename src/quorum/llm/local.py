@@ -118,17 +118,19 @@ class LocalProvider:
 
     def _plan(self, request: Request) -> _Plan:
         """Everything a generation needs, decided on the event loop before it starts."""
-        max_tokens, bounded = request.max_tokens, False
+        max_tokens, least, bounded = request.max_tokens, request.max_tokens, False
         if request.schema is not None:
             longest = longest_answer(request.schema)
             if longest is not None:
                 # +1 leaves room for the end-of-turn token after the closing brace.
                 max_tokens, bounded = longest + 1, True
+                least = (longest_answer(request.schema, per_char=1) or longest) + 1
         temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
         seed = request.seed if request.seed is not None else self._seeds.randrange(2**31)
         return _Plan(
             messages=_chat_messages(request),
             max_tokens=max_tokens,
+            least_tokens=least,
             bounded=bounded,
             temperature=max(0.0, temperature),
             seed=seed,
@@ -151,13 +153,13 @@ class LocalProvider:
         adds the criterion that reports the first token and honours ``cancel``.
         """
         prompt, stop, criteria = model.prompt(plan.messages)
-        _check_fits(len(prompt), plan, model)
+        max_tokens = _room_for_answer(len(prompt), plan, model)
         watch = _Watch(cancel, plan.on_first_token)
         started = time.perf_counter()
         try:
             output = model.llama.create_completion(
                 prompt=prompt,
-                max_tokens=plan.max_tokens,
+                max_tokens=max_tokens,
                 temperature=plan.temperature,
                 seed=plan.seed,
                 stop=plan.stop + stop,
@@ -214,6 +216,7 @@ class LocalProvider:
 class _Plan:
     messages: list[dict[str, str]]
     max_tokens: int
+    least_tokens: int  # the longest answer if no character needs an escape
     bounded: bool  # max_tokens is the schema's longest answer, not the request's cap
     temperature: float
     seed: int
@@ -335,11 +338,21 @@ def _grammar_for(schema_json: str) -> Any:
         return grammars.LlamaGrammar.from_string(grammars.JSON_GBNF, verbose=False)
 
 
-def _check_fits(prompt_tokens: int, plan: _Plan, model: Model) -> None:
-    """Refuse, before generating, a prompt whose answer could not fit the context."""
-    needed = prompt_tokens + plan.max_tokens
-    if needed <= plan.n_ctx:
-        return
+def _room_for_answer(prompt_tokens: int, plan: _Plan, model: Model) -> int:
+    """The answer's token budget; refuse, before generating, a prompt whose answer could
+    not fit the context.
+
+    A schema's longest answer counts every character as a six-character ``\\uXXXX``
+    escape, which no real answer comes near; when that much does not fit but the answer
+    spelled without escapes does, the answer gets all the room left. An answer that still
+    runs out is cut off, and a cut-off structured answer is ``InvalidReply``, never half an
+    answer."""
+    room = plan.n_ctx - prompt_tokens
+    if plan.max_tokens <= room:
+        return plan.max_tokens
+    if plan.least_tokens <= room:
+        return room
+    needed = prompt_tokens + plan.least_tokens
     if plan.bounded:
         answer, smaller = "the longest answer its schema allows", "tighten the schema's maxLength"
     else:
@@ -347,7 +360,7 @@ def _check_fits(prompt_tokens: int, plan: _Plan, model: Model) -> None:
     trained = model.trained_context()
     limit = f" (the model was trained on up to {trained})" if trained else ""
     raise errors.ContextOverflow(
-        f"the prompt is {prompt_tokens} tokens and the answer may take {plan.max_tokens} more "
+        f"the prompt is {prompt_tokens} tokens and the answer may take {plan.least_tokens} more "
         f"({answer}): {needed} tokens, {needed - plan.n_ctx} over the context of {plan.n_ctx}"
         f" (n_ctx). Shorten the input, {smaller}, or raise n_ctx{limit}, e.g. "
         f"quorum.connect('local', n_ctx={_round_up(needed)})",
@@ -387,64 +400,69 @@ _SPACE = 1
 _SCALARS = {"boolean": 5, "null": 4, "integer": 17, "number": 52}
 
 
-def longest_answer(schema: Mapping[str, Any]) -> int | None:
+def longest_answer(schema: Mapping[str, Any], *, per_char: int = _PER_CHAR) -> int | None:
     """The most tokens a grammar-constrained answer to ``schema`` can take, or ``None``
     when the schema leaves it unbounded (a string without maxLength, an array without
     maxItems, an object open to extra properties).
 
     It counts the characters of the longest JSON text llama.cpp's grammar admits for the
     schema; every token spells at least one character, so characters bound tokens.
+    ``per_char=1`` gives the length of an answer whose strings need no escapes.
     """
-    return _longest(schema, schema, 0)
+    return _longest(schema, schema, 0, per_char)
 
 
-def _longest(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+def _longest(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, per_char: int) -> int | None:
     if depth > 32:  # a recursive $ref: answers of any depth are allowed
         return None
     if "$ref" in schema:
-        return _longest(_resolve(str(schema["$ref"]), root), root, depth + 1)
+        return _longest(_resolve(str(schema["$ref"]), root), root, depth + 1, per_char)
     branches = schema.get("anyOf") or schema.get("oneOf")
     if branches:
-        return _most([_longest(b, root, depth + 1) for b in branches])
+        return _most([_longest(b, root, depth + 1, per_char) for b in branches])
     if "const" in schema:
         return len(json.dumps(schema["const"])) + _SPACE
     if "enum" in schema:
         return max(len(json.dumps(v)) for v in schema["enum"]) + _SPACE
     kind = schema.get("type")
     if isinstance(kind, list):
-        return _most([_longest({**schema, "type": k}, root, depth + 1) for k in kind])
+        return _most([_longest({**schema, "type": k}, root, depth + 1, per_char) for k in kind])
     if kind == "string":
-        return _longest_string(schema)
+        return _longest_string(schema, per_char)
     if kind == "array":
-        return _longest_array(schema, root, depth)
+        return _longest_array(schema, root, depth, per_char)
     if kind in (None, "object") and "properties" in schema:
-        return _longest_object(schema, root, depth)
+        return _longest_object(schema, root, depth, per_char)
     return _SCALARS[kind] + _SPACE if kind in _SCALARS else None
 
 
-def _longest_string(schema: Mapping[str, Any]) -> int | None:
+def _longest_string(schema: Mapping[str, Any], per_char: int) -> int | None:
     if "maxLength" not in schema or "pattern" in schema or "format" in schema:
         return None
-    return 2 + int(schema["maxLength"]) * _PER_CHAR + _SPACE
+    return 2 + int(schema["maxLength"]) * per_char + _SPACE
 
 
-def _longest_array(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+def _longest_array(
+    schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, per_char: int
+) -> int | None:
     items = schema.get("items")
     if "maxItems" not in schema or not isinstance(items, Mapping):
         return None
-    item = _longest(items, root, depth + 1)
+    item = _longest(items, root, depth + 1, per_char)
     if item is None:
         return None
     return 2 + 2 * _SPACE + int(schema["maxItems"]) * (item + 1 + _SPACE)
 
 
-def _longest_object(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> int | None:
+def _longest_object(
+    schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, per_char: int
+) -> int | None:
     extra = schema.get("additionalProperties")
     if extra is True or isinstance(extra, Mapping):  # the grammar then admits any keys
         return None
     total = 2 + 2 * _SPACE
     for name, sub in schema["properties"].items():
-        value = _longest(sub, root, depth + 1)
+        value = _longest(sub, root, depth + 1, per_char)
         if value is None:
             return None
         total += len(json.dumps(name)) + 1 + 2 * _SPACE + value + 1 + _SPACE
