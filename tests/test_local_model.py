@@ -340,3 +340,14 @@ async def test_the_chapters_voting_workflow_runs_a_moderation_vote_on_the_local_
     assert result.winner in (*options, None)
     assert result.winner is not None or result.tied
     assert result.cost == 0.0
+
+
+@needs_model
+async def test_a_free_text_max_tokens_larger_than_the_room_left_is_capped_not_refused() -> None:
+    llm = LocalProvider(pool_size=1, n_ctx=256)
+    try:
+        reply = await llm.complete(Request.of("Say hello.", max_tokens=2048, temperature=0.0))
+    finally:
+        await llm.aclose()
+    assert reply.usage.input_tokens + reply.usage.output_tokens <= 256
+    assert reply.stop_reason in ("end_turn", "max_tokens")

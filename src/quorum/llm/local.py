@@ -338,6 +338,9 @@ def _grammar_for(schema_json: str) -> Any:
         return grammars.LlamaGrammar.from_string(grammars.JSON_GBNF, verbose=False)
 
 
+MIN_FREE_ANSWER = 64  # below this, a free-text answer is too short to be worth asking for
+
+
 def _room_for_answer(prompt_tokens: int, plan: _Plan, model: Model) -> int:
     """The answer's token budget; refuse, before generating, a prompt whose answer could
     not fit the context.
@@ -351,6 +354,10 @@ def _room_for_answer(prompt_tokens: int, plan: _Plan, model: Model) -> int:
     if plan.max_tokens <= room:
         return plan.max_tokens
     if plan.least_tokens <= room:
+        return room
+    if not plan.bounded and room >= MIN_FREE_ANSWER:
+        # A free-text max_tokens is a cap, not a need: answer within the room there is
+        # (a reply that reaches it says stop_reason "max_tokens", as any cut-off reply).
         return room
     needed = prompt_tokens + plan.least_tokens
     if plan.bounded:
