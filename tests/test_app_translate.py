@@ -211,13 +211,6 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-@pytest.fixture
-def cli(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for name, value in emulator.env().items():
-        monkeypatch.setenv(name, value)
-    return CliRunner()
-
-
 def invoke(runner: CliRunner, *args: str, stdin: str | None = None) -> Any:
     app = typer.Typer()
     app.command("translate")(translate_cli.command)

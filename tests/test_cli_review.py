@@ -57,12 +57,9 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def cli(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for name, value in emulator.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)  # must never be printed
-    monkeypatch.delenv("QUORUM_MODEL", raising=False)
-    return CliRunner()
+def cli(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)  # a key that must never be printed
+    return cli
 
 
 def review(cli: CliRunner, *args: str) -> Any:

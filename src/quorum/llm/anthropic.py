@@ -29,12 +29,12 @@ import anthropic
 from anthropic.types import Message as ApiMessage
 
 from quorum.errors import ConfigError, InvalidReply, MissingKey
-from quorum.llm.http_errors import Boundary, SdkErrors
+from quorum.llm.http_errors import Boundary, SdkErrors, log_wire
 from quorum.llm.pricing import cost_of
 from quorum.llm.provider import Capabilities
 from quorum.llm.ratelimits import parse_headers
 from quorum.llm.schema import check
-from quorum.llm.secrets import Secret, redact
+from quorum.llm.secrets import Secret
 from quorum.llm.types import Reply, Request, Usage
 
 log = logging.getLogger(__name__)
@@ -88,21 +88,12 @@ class AnthropicProvider:
 
     async def complete(self, request: Request) -> Reply:
         params = self._params(request)
-        if log.isEnabledFor(logging.DEBUG):  # serialising every request costs ~45 µs
-            log.debug("anthropic request: %s", redact(json.dumps(params)))
+        log_wire(log, "anthropic request", lambda: json.dumps(params))
         started = time.perf_counter()
-        try:
-            if request.on_first_byte is None:
-                message, headers = await self._create(params)
-            else:
-                message, headers = await self._stream(params, request.on_first_byte)
-        except Exception as exc:
-            mapped = self._boundary.map(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("anthropic reply: %s", redact(message.model_dump_json()))
+        first_byte = request.on_first_byte
+        call = self._create(params) if first_byte is None else self._stream(params, first_byte)
+        message, headers = await self._boundary.guard(call)
+        log_wire(log, "anthropic reply", message.model_dump_json)
         return self._reply(request, message, headers, time.perf_counter() - started)
 
     async def aclose(self) -> None:

@@ -24,15 +24,26 @@ says what to do, and passes through ``redact`` so no key can leak into it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
 from quorum import errors
 from quorum.llm.ratelimits import RateLimitInfo, parse_headers
 from quorum.llm.secrets import redact
+
+T = TypeVar("T")
+
+
+def log_wire(log: logging.Logger, what: str, render: Callable[[], str]) -> None:
+    """Log what crossed the wire at debug level, keys redacted; ``render`` runs only then
+    (serialising every request and reply costs about 45 µs a call)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: %s", what, redact(render()))
+
 
 _MAX_MESSAGE = 300
 # Error types an API may send inside a 200 stream (an `error` event) and their statuses.
@@ -68,6 +79,16 @@ class Boundary:
     key_env: str
     base_url: str
     timeout: float
+
+    async def guard(self, call: Awaitable[T]) -> T:
+        """Await an SDK call; its exceptions leave as quorum's (``raise ... from``)."""
+        try:
+            return await call
+        except Exception as exc:
+            mapped = self.map(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def map(self, exc: Exception) -> errors.ProviderError | None:
         """The quorum error for an SDK or transport exception; ``None`` if it is not one."""

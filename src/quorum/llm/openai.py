@@ -29,12 +29,12 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from quorum.errors import ConfigError, InvalidReply, MissingKey
-from quorum.llm.http_errors import Boundary, SdkErrors
+from quorum.llm.http_errors import Boundary, SdkErrors, log_wire
 from quorum.llm.pricing import cost_of
 from quorum.llm.provider import Capabilities
 from quorum.llm.ratelimits import parse_headers
 from quorum.llm.schema import check, parse_json
-from quorum.llm.secrets import Secret, redact
+from quorum.llm.secrets import Secret
 from quorum.llm.types import Reply, Request, Usage
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,12 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Reply:
         params = self._params(request)
-        if log.isEnabledFor(logging.DEBUG):  # serialising every request costs ~45 µs
-            log.debug("openai request: %s", redact(json.dumps(params)))
+        log_wire(log, "openai request", lambda: json.dumps(params))
         started = time.perf_counter()
-        try:
-            if request.on_first_byte is None:
-                answer, headers = await self._create(params)
-            else:
-                answer, headers = await self._stream(params, request.on_first_byte)
-        except Exception as exc:
-            mapped = self._boundary.map(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("openai reply: %s", redact(repr(answer.raw)))
+        first_byte = request.on_first_byte
+        call = self._create(params) if first_byte is None else self._stream(params, first_byte)
+        answer, headers = await self._boundary.guard(call)
+        log_wire(log, "openai reply", lambda: repr(answer.raw))
         return self._reply(request, answer, headers, time.perf_counter() - started)
 
     async def aclose(self) -> None:
