@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from quorum.apps.translate import TranslationWorkflow, language_names, to_dict
+from quorum.apps.translate import TranslationWorkflow, language_names
+from quorum.apps.translate_report import to_dict
 from quorum.cli._feed import Feed, last_label
 from quorum.cli.common import (
     Settings,
