@@ -4,6 +4,7 @@ the calls still in flight and to the voters not yet asked."""
 from __future__ import annotations
 
 import asyncio
+import random
 from fractions import Fraction
 from math import comb
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from quorum import Adaptive, FakeProvider, Voter, VotingWorkflow
 from quorum.errors import ConfigError
-from quorum.patterns import leader_posterior, tally
+from quorum.patterns import change_probability, leader_posterior, tally
 
 OPTIONS = ["acceptable", "needs_review", "rejected"]
 LONG = 30.0  # a latency no test waits for: such calls are always cancelled
@@ -60,10 +61,35 @@ def test_min_votes_holds_off_any_stop() -> None:
 
 
 def test_the_posterior_rule_fires_at_its_confidence_only() -> None:
-    # a=4, b=0 with 5 outstanding: not decided, but P(leader is the majority) = 31/32.
-    assert Adaptive(confidence=0.95).settled(counts(a=4), outstanding=5, counted=4) is not None
-    assert Adaptive(confidence=0.97).settled(counts(a=4), outstanding=5, counted=4) is None
+    # a=4, b=0 with 5 outstanding: not decided (all 5 to the runner-up would overturn it),
+    # but under Beta(5, 1) that happens with probability 1/252 (about 0.004).
+    assert Adaptive(confidence=0.99).settled(counts(a=4), outstanding=5, counted=4) is not None
+    assert Adaptive(confidence=0.997).settled(counts(a=4), outstanding=5, counted=4) is None
     assert Adaptive(confidence=None).settled(counts(a=4), outstanding=5, counted=4) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "remaining", "exact"),
+    [
+        (2, 0, 3, Fraction(1, 20)),  # all three to the runner-up: E[(1-p)^3], p ~ Beta(3, 1)
+        (4, 0, 5, Fraction(1, 252)),
+        (3, 1, 1, Fraction(0)),  # one vote cannot close a gap of two
+        (2, 2, 0, Fraction(1)),  # a tie stays a tie
+        (5, 0, 0, Fraction(0)),
+    ],
+)
+def test_change_probability_exact_values(a: int, b: int, remaining: int, exact: Fraction) -> None:
+    assert change_probability(a, b, remaining) == pytest.approx(float(exact), abs=1e-12)
+
+
+def test_change_probability_matches_a_simulation() -> None:
+    rng = random.Random(3)
+    a, b, remaining, trials, changed = 3, 1, 4, 40_000, 0
+    for _ in range(trials):
+        p = rng.betavariate(a + 1, b + 1)
+        runner = sum(rng.random() > p for _ in range(remaining))
+        changed += b + runner >= a + remaining - runner
+    assert change_probability(a, b, remaining) == pytest.approx(changed / trials, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +171,7 @@ async def test_the_posterior_rule_stops_earlier_than_decided() -> None:
     result = await VotingWorkflow(llm=fake, adaptive=Adaptive(wave=1, confidence=0.95)).run(
         ballot(9), "Classify.", OPTIONS
     )
-    assert len(fake.calls) == 4  # 4-0: 31/32 >= 0.95
+    assert len(fake.calls) == 3  # 3-0 with 6 to come: overturned with P = 1/42 <= 0.05
     assert result.stopped_early is not None
     assert "settled" in result.stopped_early
     assert result.winner == "rejected"

@@ -1,6 +1,6 @@
 """The chapter's two patterns, sectioning and voting, and their aggregation strategies."""
 
-from quorum.patterns.adaptive import Adaptive, leader_posterior
+from quorum.patterns.adaptive import Adaptive, change_probability, leader_posterior
 from quorum.patterns.aggregation import (
     Tally,
     cluster_vote,
@@ -28,6 +28,7 @@ __all__ = [
     "Voter",
     "VotingResult",
     "VotingWorkflow",
+    "change_probability",
     "cluster_vote",
     "consensus_vote",
     "leader_posterior",
