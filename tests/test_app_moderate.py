@@ -263,9 +263,10 @@ def test_cli_adaptive_stops_once_settled(cli: CliRunner) -> None:
     (verdict,) = lines(result.stdout)
     assert verdict["verdict"] == "acceptable"
     assert verdict["stopped_early"] is not None
-    # Settled at three; a vote already back by then is counted too, never thrown away.
+    # Settled once two agree (three more could overturn that with P = 1/20); a vote
+    # already back by then is counted too, never thrown away.
     assert set(verdict["vote_counts"]) == {"acceptable"}
-    assert 3 <= verdict["vote_counts"]["acceptable"] <= 5
+    assert 2 <= verdict["vote_counts"]["acceptable"] <= 5
 
 
 def test_cli_json_writes_one_document(cli: CliRunner) -> None:

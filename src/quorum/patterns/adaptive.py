@@ -54,7 +54,7 @@ class Adaptive:
         if self.confidence is None or lead <= runner:
             return None
         risk = change_probability(round(lead), round(runner), ceil(outstanding))
-        if risk <= 1 - self.confidence:
+        if risk <= 1 - self.confidence + 1e-12:  # exactly at the level counts: 1 - 0.95 is not 0.05 in floats
             return (
                 f"settled: P(the remaining votes change the winner) = {risk:.3f} <= {1 - self.confidence:.2f}"
             )
