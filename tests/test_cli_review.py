@@ -188,3 +188,23 @@ def test_eval_review_scores_a_labelled_pair(cli: CliRunner, tmp_path: Path) -> N
     assert scores[2]["found_rate"] == 1.0
     assert scores[2]["false_alarm_rate"] == 0.0
     assert scores[2]["pair_accuracy"] == 1.0
+
+
+def test_diff_reviews_only_the_units_that_changed(cli: CliRunner, tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    shutil.copy(EXAMPLE, tmp_path / "app.py")
+    (tmp_path / "other.py").write_text("def ok():\n    return 1\n", encoding="utf-8")
+    git("add", ".")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "start")
+    app_py = tmp_path / "app.py"
+    app_py.write_text(app_py.read_text(encoding="utf-8").replace("return template", "return template  # x"))
+    result = review(cli, str(tmp_path), "--diff", "HEAD", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [u["name"] for u in document["units"]] == ["render_profile"]  # the one changed function
+    assert {(Path(s["path"]).name, s["reason"]) for s in document["skipped"]} == {("other.py", "unchanged")}
