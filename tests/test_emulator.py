@@ -19,6 +19,7 @@ import pytest
 
 from quorum.errors import ConfigError
 from quorum.testing.emulator import DUMMY_KEY, Emulator, parse_latency
+from scripts import ERROR_RULES
 
 MODEL = "claude-haiku-4-5"
 SCHEMA = {
@@ -34,15 +35,7 @@ RULES = [
     {"match": "chatty", "reply": "I would rather not use a tool."},
     {"match": "long", "reply": "word " * 200},
     {"match": "slow", "reply": "finally", "latency": 0.2},
-    {"match": "e429", "error": "rate_limited"},
-    {"match": "e529", "error": "overloaded"},
-    {"match": "e500", "error": "server_error"},
-    {"match": "e400", "error": "bad_request"},
-    {"match": "e401", "error": "auth"},
-    {"match": "e404", "error": "not_found"},
-    {"match": "ereset", "error": "connection"},
-    {"match": "ehang", "error": "timeout"},
-    {"match": "ebroken", "error": "invalid_reply"},
+    *ERROR_RULES,
 ]
 
 

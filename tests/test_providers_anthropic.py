@@ -15,6 +15,7 @@ from quorum.llm.anthropic import AnthropicProvider
 from quorum.llm.http_errors import Boundary, SdkErrors
 from quorum.llm.types import Request
 from quorum.testing.emulator import Emulator
+from scripts import ERROR_RULES
 
 KEY = "sk-ant-test-SECRET123456"
 MODEL = "claude-haiku-4-5"
@@ -29,15 +30,7 @@ RULES = [
     {"match": "offschema", "data": {"decision": "maybe"}},
     {"match": "chatty", "reply": "I will not use the tool."},
     {"match": "long", "data": {"decision": "reject", "why": "because " * 100}},
-    {"match": "e429", "error": "rate_limited"},
-    {"match": "e529", "error": "overloaded"},
-    {"match": "e500", "error": "server_error"},
-    {"match": "e400", "error": "bad_request"},
-    {"match": "e401", "error": "auth"},
-    {"match": "e404", "error": "not_found"},
-    {"match": "ereset", "error": "connection"},
-    {"match": "ehang", "error": "timeout"},
-    {"match": "ebroken", "error": "invalid_reply"},
+    *ERROR_RULES,
 ]
 
 

@@ -11,6 +11,7 @@ from quorum import errors
 from quorum.llm.openai import OpenAIProvider
 from quorum.llm.types import Request
 from quorum.testing.emulator import Emulator
+from scripts import ERROR_RULES
 
 KEY = "sk-test-SECRET1234567890"
 SCHEMA = {
@@ -25,15 +26,7 @@ RULES = [
     {"match": "offschema", "data": {"decision": "maybe"}},
     {"match": "prose", "reply": "Sure! I think you should approve it."},
     {"match": "long", "data": {"decision": "reject", "why": "because " * 100}},
-    {"match": "e429", "error": "rate_limited"},
-    {"match": "e529", "error": "overloaded"},
-    {"match": "e500", "error": "server_error"},
-    {"match": "e400", "error": "bad_request"},
-    {"match": "e401", "error": "auth"},
-    {"match": "e404", "error": "not_found"},
-    {"match": "ereset", "error": "connection"},
-    {"match": "ehang", "error": "timeout"},
-    {"match": "ebroken", "error": "invalid_reply"},
+    *ERROR_RULES,
 ]
 
 
