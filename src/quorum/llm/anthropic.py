@@ -28,10 +28,10 @@ from typing import Any
 import anthropic
 from anthropic.types import Message as ApiMessage
 
-from quorum.errors import ConfigError, InvalidReply, MissingKey
+from quorum.errors import InvalidReply, MissingKey
 from quorum.llm.http_errors import Boundary, SdkErrors, log_wire
 from quorum.llm.pricing import cost_of
-from quorum.llm.provider import Capabilities
+from quorum.llm.provider import Capabilities, refuse_unknown_options
 from quorum.llm.ratelimits import parse_headers
 from quorum.llm.schema import check
 from quorum.llm.secrets import Secret
@@ -69,11 +69,7 @@ class AnthropicProvider:
         timeout: float = 600.0,
         **options: Any,
     ) -> None:
-        if options:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(sorted(options))} for the anthropic provider; "
-                f"allowed: {', '.join(_OPTIONS)}"
-            )
+        refuse_unknown_options(self.name, options, _OPTIONS)
         self.model = model
         self._key = Secret(_key(api_key))
         self._base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL

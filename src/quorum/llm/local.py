@@ -36,7 +36,7 @@ from typing import Any
 from quorum import errors
 from quorum.llm._llama_pool import InstancePool, Model, PoolClosed, PoolStats, load_model
 from quorum.llm.pricing import cost_of
-from quorum.llm.provider import Capabilities
+from quorum.llm.provider import Capabilities, refuse_unknown_options
 from quorum.llm.schema import check, parse_json
 from quorum.llm.types import Reply, Request, Usage
 
@@ -299,11 +299,7 @@ def import_llama_cpp() -> ModuleType:
 
 
 def _check_options(unknown: Mapping[str, Any], *, pool_size: int | None, threads: int, n_ctx: int) -> None:
-    if unknown:
-        raise errors.ConfigError(
-            f"unknown option(s) for the local provider: {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(_OPTIONS)}"
-        )
+    refuse_unknown_options("local", unknown, _OPTIONS)
     for name, value, least in (("pool_size", pool_size, 1), ("threads", threads, 1), ("n_ctx", n_ctx, 64)):
         if value is not None and (not isinstance(value, int) or value < least):
             raise errors.ConfigError(f"local option {name} must be an integer >= {least}, got {value!r}")

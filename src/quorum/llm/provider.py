@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from quorum.errors import ConfigError
 from quorum.llm.types import Reply, Request
 
 
@@ -39,3 +41,12 @@ class Provider(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     async def complete(self, request: Request) -> Reply: ...
+
+
+def refuse_unknown_options(provider: str, unknown: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Unknown options raise, naming them and what is allowed: nothing is silently ignored."""
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for the {provider} provider; "
+            f"allowed: {', '.join(allowed)}"
+        )
