@@ -151,6 +151,7 @@ class Stream(Generic[T, R]):
         self._stop: str | None = None
         self._first_failure: Outcome[R] | None = None
         self._failures: list[str] = []
+        self._failed = 0
         self._closing = False
         self._finished = False
         self._crash: Exception | None = None
@@ -262,7 +263,7 @@ class Stream(Generic[T, R]):
         if isinstance(policy, Quorum) and self._ok < policy.k:
             return errors.QuorumNotReached(
                 f"only {self._ok} of the {policy.k} successes needed; "
-                f"{len(self._failures)} tasks failed: {'; '.join(self._failures[:10])}",
+                f"{self._failed} tasks failed: {'; '.join(self._failures)}",
                 result,
             )
         return None
@@ -308,9 +309,19 @@ class Stream(Generic[T, R]):
         if outcome.ok:
             self._ok += 1
         elif outcome.status is not Status.SKIPPED and outcome.status is not Status.CANCELLED:
-            self._failures.append(f"{outcome.id}: {outcome.error_message}")
+            self._failed += 1
+            if self._keeps_failure():
+                self._failures.append(f"{outcome.id}: {outcome.error_message}")
         self._apply_policy(outcome)
         self._outbox.put_nowait(outcome)
+
+    def _keeps_failure(self) -> bool:
+        """REQUIRE_ALL lists every failure; QUORUM quotes the first few; the others need
+        none kept, so a long run of failures under IGNORE costs no memory."""
+        policy = self._o.policy
+        return policy is FailurePolicy.REQUIRE_ALL or (
+            isinstance(policy, Quorum) and len(self._failures) < 10
+        )
 
     async def _run_one(self, index: int, item: T) -> Outcome[R]:
         task_id = self._o.ids(index, item) if self._o.ids else f"task_{index}"
