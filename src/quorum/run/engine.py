@@ -151,7 +151,7 @@ class Stream(Generic[T, R]):
         self._stop: str | None = None
         self._first_failure: Outcome[R] | None = None
         self._failures: list[str] = []
-        self._failed = 0
+        self._failure_count = 0
         self._closing = False
         self._finished = False
         self._crash: Exception | None = None
@@ -263,7 +263,7 @@ class Stream(Generic[T, R]):
         if isinstance(policy, Quorum) and self._ok < policy.k:
             return errors.QuorumNotReached(
                 f"only {self._ok} of the {policy.k} successes needed; "
-                f"{self._failed} tasks failed: {'; '.join(self._failures)}",
+                f"{self._failure_count} tasks failed: {'; '.join(self._failures)}",
                 result,
             )
         return None
@@ -309,7 +309,7 @@ class Stream(Generic[T, R]):
         if outcome.ok:
             self._ok += 1
         elif outcome.status is not Status.SKIPPED and outcome.status is not Status.CANCELLED:
-            self._failed += 1
+            self._failure_count += 1
             if self._keeps_failure():
                 self._failures.append(f"{outcome.id}: {outcome.error_message}")
         self._apply_policy(outcome)
