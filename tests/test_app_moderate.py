@@ -290,3 +290,22 @@ def test_cli_mistakes_are_one_line_and_exit_2(cli: CliRunner, args: list[str], m
     assert result.exit_code == 2
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_the_progress_display_leaves_stdout_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from rich.console import Console
+
+    from quorum.cli.progress import ProgressDisplay
+    from quorum.run.events import Event, EventKind
+
+    display = ProgressDisplay(
+        "t", console=Console(stderr=True, force_terminal=True), delay_s=0.0, enabled=True
+    )
+    with display:
+        display.on_event(Event(EventKind.QUEUED, "task_0", 0, 0.0))
+        sys.stdout.write("a verdict\n")
+    out, err = capsys.readouterr()
+    assert out == "a verdict\n"
+    assert "a verdict" not in err

@@ -44,6 +44,10 @@ class ProgressDisplay:
             TimeElapsedColumn(),
             console=console,
             transient=False,
+            # Rich would otherwise capture sys.stdout while the bars show and print it on
+            # stderr above them: results written to stdout must stay on stdout.
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self._tasks: dict[str, TaskID] = {}
         self._retries: dict[str, int] = {}
