@@ -166,7 +166,8 @@ def connect(
     if isinstance(model, Connection):
         return model
     if model is None:
-        model, _why = default_model()
+        model, why = default_model()
+        log.info("no model given: using %s (%s)", model, why)
     provider = resolve(model, **provider_options) if isinstance(model, str) else model
     chosen: list[Limit] = list(limits)
     if concurrency is not None:
