@@ -156,7 +156,7 @@ def to_json(result: SectioningResult, *, source: str | None = None) -> dict[str,
         "successful": result.successful,
         "failed": result.failed,
         "execution_time": round(result.execution_time, 3),
-        "usage": {"input_tokens": result.usage.prompt_tokens, "output_tokens": result.usage.output_tokens},
+        "usage": result.usage.as_json(),
         "cost": result.cost,
         "merged": result.merged,
     }

@@ -22,7 +22,7 @@ def to_dict(result: TranslationResult) -> dict[str, Any]:
         "consensus_threshold": result.consensus_threshold,
         "execution_time": round(result.execution_time, 3),
         "languages": [_language_dict(r) for r in result.languages.values()],
-        "usage": {"input_tokens": result.usage.prompt_tokens, "output_tokens": result.usage.output_tokens},
+        "usage": result.usage.as_json(),
         "cost": result.cost,
     }
 

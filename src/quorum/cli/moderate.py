@@ -234,8 +234,7 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
     return {
         "texts": summary.counts,
         "wall_s": round(summary.wall_s, 3),
-        "input_tokens": summary.usage.prompt_tokens,
-        "output_tokens": summary.usage.output_tokens,
+        **summary.usage.as_json(),
         "cost": summary.cost,
         "stopped": summary.stopped,
     }

@@ -45,6 +45,10 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
 
+    def as_json(self) -> dict[str, int]:
+        """Input (cached included) and output tokens, as the commands' JSON reports them."""
+        return {"input_tokens": self.prompt_tokens, "output_tokens": self.output_tokens}
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
