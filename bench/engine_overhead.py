@@ -37,8 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import KeepNothing, Timer, child_result, emit, machine, run_child
+from quorum.engine import Status, connect, run, stream
 from quorum.llm import FakeProvider, Request
-from quorum.run import Status, connect, run, stream
 
 PATH = "connect(FakeProvider(latency=0.01, calls=KeepNothing())).complete(request) per task"
 CALL_TIMEOUT: float | None = 300.0  # connect()'s default per-call timeout; --no-call-timeout: None

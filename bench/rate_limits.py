@@ -90,8 +90,8 @@ def window_figures(completed: list[tuple[float, int]], start: float, seconds: fl
 
 
 async def child_quorum(url: str, seconds: float, rpm: int, itpm: int) -> dict[str, Any]:
+    from quorum.engine import connect, stream
     from quorum.llm import Request
-    from quorum.run import connect, stream
 
     llm = connect(f"anthropic/{MODEL}", base_url=url, api_key=KEY, rpm=rpm, itpm=itpm)
 

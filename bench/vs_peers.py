@@ -61,8 +61,8 @@ def prompts(calls: int) -> list[str]:
 
 
 async def child_quorum(url: str, calls: int, concurrency: int, rpm: int, itpm: int) -> dict[str, Any]:
+    from quorum.engine import Status, connect, run
     from quorum.llm import Request
-    from quorum.run import Status, connect, run
 
     llm = connect(f"anthropic/{MODEL}", base_url=url, api_key=KEY, rpm=rpm, itpm=itpm)
 

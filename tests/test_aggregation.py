@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from quorum import FakeProvider
+from quorum.engine import Budget, run
 from quorum.errors import ConfigError
 from quorum.llm import Price
 from quorum.patterns import (
@@ -19,7 +20,6 @@ from quorum.patterns import (
     weighted_vote,
 )
 from quorum.patterns.aggregation import CONFIDENCE_WEIGHT
-from quorum.run import Budget, run
 
 
 def test_tally_counts_and_names_the_winner() -> None:

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from quorum.apps.analyze import SECTIONS, analyze, load_sections, to_json, to_markdown
 from quorum.cli import analyze as analyze_cli
+from quorum.engine import Budget
 from quorum.errors import ConfigError
 from quorum.llm import FakeProvider
-from quorum.run import Budget
 from quorum.testing.emulator import Emulator
 
 MODEL = "anthropic/claude-haiku-4-5"

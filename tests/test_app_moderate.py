@@ -298,7 +298,7 @@ def test_the_progress_display_leaves_stdout_alone(capsys: pytest.CaptureFixture[
     from rich.console import Console
 
     from quorum.cli.progress import ProgressDisplay
-    from quorum.run.events import Event, EventKind
+    from quorum.engine.events import Event, EventKind
 
     display = ProgressDisplay(
         "t", console=Console(stderr=True, force_terminal=True), delay_s=0.0, enabled=True

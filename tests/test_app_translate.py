@@ -24,9 +24,9 @@ from quorum.apps.translate import (
     language_names,
 )
 from quorum.cli import translate as translate_cli
+from quorum.engine import Budget
 from quorum.errors import ConfigError
 from quorum.llm import FakeProvider
-from quorum.run import Budget
 from quorum.testing.emulator import Emulator
 
 MODEL = "anthropic/claude-haiku-4-5"

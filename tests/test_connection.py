@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from quorum import errors
+from quorum.engine import Budget, Connection, Retry, Status, connect, run
 from quorum.llm import FakeProvider, Provider, Request
-from quorum.run import Budget, Connection, Retry, Status, connect, run
 from quorum.testing.clock import VirtualClock
 
 

@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from quorum import errors
-from quorum.llm import FakeProvider, Price, Request, load_rules
-from quorum.llm.types import Usage
-from quorum.run import (
+from quorum.engine import (
     Budget,
     EventKind,
     FailurePolicy,
@@ -30,6 +28,8 @@ from quorum.run import (
     run,
     stream,
 )
+from quorum.llm import FakeProvider, Price, Request, load_rules
+from quorum.llm.types import Usage
 from quorum.testing.clock import VirtualClock
 
 PRICE = Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
@@ -992,7 +992,7 @@ async def test_usage_of_calls_outside_any_run_is_not_charged_anywhere() -> None:
 async def test_ready_hands_out_what_finished_without_waiting() -> None:
     import asyncio as _asyncio
 
-    from quorum.run import stream as _stream
+    from quorum.engine import stream as _stream
 
     async def quick(i: int) -> int:
         await _asyncio.sleep(0.001 * i)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from quorum import errors
+from quorum.engine import Connection, FailurePolicy, Quorum, Retry, Status, connect, run
 from quorum.llm import Request
-from quorum.run import Connection, FailurePolicy, Quorum, Retry, Status, connect, run
 from quorum.testing.clock import VirtualClock
 from quorum.testing.emulator import Emulator
 

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from quorum import errors
-from quorum.llm import Bucket, FakeProvider, RateLimitInfo, Request
-from quorum.llm.types import Usage
-from quorum.run import (
+from quorum.engine import (
     Concurrency,
     Cost,
     InputTokenRate,
@@ -24,6 +22,8 @@ from quorum.run import (
     estimate,
     run,
 )
+from quorum.llm import Bucket, FakeProvider, RateLimitInfo, Request
+from quorum.llm.types import Usage
 from quorum.testing.clock import VirtualClock
 
 ONE = Cost(requests=1)

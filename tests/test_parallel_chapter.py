@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from quorum import FailurePolicy, errors, parallel_with_policy
-from quorum.llm import FakeProvider, load_rules
-from quorum.run import (
+from quorum.engine import (
     ParallelResult,
     ParallelWorkflow,
     ParallelWorkflowResult,
@@ -20,7 +19,8 @@ from quorum.run import (
     TaskResult,
     execute_with_retry,
 )
-from quorum.run.clock import SystemClock
+from quorum.engine.clock import SystemClock
+from quorum.llm import FakeProvider, load_rules
 from quorum.testing.clock import VirtualClock
 
 

@@ -54,3 +54,21 @@ def test_importing_quorum_does_not_load_the_embedded_model_or_the_sdks() -> None
     code = f"import sys, quorum; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_public_name_shadows_a_submodule() -> None:
+    """``import quorum.engine as e`` must give the module a reader expects, and ``quorum.run``
+    must stay the function: no package exports a name that is also one of its submodules."""
+    import importlib
+    import pkgutil
+
+    clashes = []
+    for info in pkgutil.walk_packages(quorum.__path__, "quorum."):
+        if not info.ispkg:
+            continue
+        package = importlib.import_module(info.name)
+        children = {m.name for m in pkgutil.iter_modules(package.__path__)}
+        clashes += [f"{info.name}.{name}" for name in getattr(package, "__all__", ()) if name in children]
+    top = {m.name for m in pkgutil.iter_modules(quorum.__path__)}
+    clashes += [f"quorum.{name}" for name in quorum.__all__ if name in top and name != "errors"]
+    assert clashes == []

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from quorum import errors
+from quorum.engine import EventKind, Retry, connect, is_not_permanent, is_transient, run
 from quorum.llm import FakeProvider, RateLimitInfo, Request
-from quorum.run import EventKind, Retry, connect, is_not_permanent, is_transient, run
 from quorum.testing.clock import VirtualClock
 
 

@@ -30,8 +30,8 @@ from quorum.apps.review.report_json import dumps, group_ids, to_json
 from quorum.apps.review.report_markdown import to_markdown
 from quorum.apps.review.report_text import format_review_report
 from quorum.apps.review.taxonomy import CWE_OF, Category
+from quorum.engine.outcome import Summary
 from quorum.llm.types import Usage
-from quorum.run.outcome import Summary
 
 REVIEWERS = ["injection", "auth", "crypto", "data", "logic"]
 

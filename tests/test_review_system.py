@@ -23,12 +23,12 @@ from quorum.apps.review.report_text import format_review_report
 from quorum.apps.review.reviewers import CHAPTER_REVIEWERS, DATA_RULES, load_reviewers, select
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import Category
+from quorum.engine.events import Event
+from quorum.engine.outcome import Status
 from quorum.llm.anthropic import AnthropicProvider
 from quorum.llm.fake import FakeProvider
 from quorum.llm.provider import Capabilities
 from quorum.llm.types import Request
-from quorum.run.events import Event
-from quorum.run.outcome import Status
 from quorum.testing.emulator import DUMMY_KEY, Emulator
 
 # The chapter's sample, exactly as its main() has it (a leading newline: login is line 2).

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from quorum import Budget, FakeProvider, Section, SectioningWorkflow, Status, Voter, VotingWorkflow
+from quorum.engine import FailurePolicy, run
 from quorum.errors import ConfigError, IncompleteRun
 from quorum.llm import Price
 from quorum.llm.fake import estimate_tokens
 from quorum.patterns import SectioningResult
-from quorum.run import FailurePolicy, run
 
 PRICE = Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
 LONG = 30.0  # a latency no test waits for: such calls are always cancelled

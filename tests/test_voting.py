@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from quorum import Capabilities, FakeProvider, Status, Voter, VotingWorkflow
+from quorum.engine import connect
 from quorum.errors import ConfigError
 from quorum.llm import Price
 from quorum.patterns.voting import ERROR, UNKNOWN
-from quorum.run import connect
 from quorum.testing.emulator import Emulator
 
 OPTIONS = ["acceptable", "needs_review", "rejected"]

@@ -14,34 +14,7 @@ from quorum.apps.review import (
     format_review_report,
 )
 from quorum.apps.translate import TranslationResult, TranslationWorkflow
-from quorum.llm import (
-    Capabilities,
-    FakeProvider,
-    Message,
-    Provider,
-    Reply,
-    Request,
-    Usage,
-    register_provider,
-)
-from quorum.patterns import (
-    Adaptive,
-    Section,
-    SectioningWorkflow,
-    SectionResult,
-    Tally,
-    Vote,
-    Voter,
-    VotingResult,
-    VotingWorkflow,
-    cluster_vote,
-    consensus_vote,
-    majority_vote,
-    merge_and_synthesize,
-    normalize_decision,
-    weighted_vote,
-)
-from quorum.run import (
+from quorum.engine import (
     Budget,
     Concurrency,
     Connection,
@@ -69,6 +42,33 @@ from quorum.run import (
     parallel_with_policy,
     run,
     stream,
+)
+from quorum.llm import (
+    Capabilities,
+    FakeProvider,
+    Message,
+    Provider,
+    Reply,
+    Request,
+    Usage,
+    register_provider,
+)
+from quorum.patterns import (
+    Adaptive,
+    Section,
+    SectioningWorkflow,
+    SectionResult,
+    Tally,
+    Vote,
+    Voter,
+    VotingResult,
+    VotingWorkflow,
+    cluster_vote,
+    consensus_vote,
+    majority_vote,
+    merge_and_synthesize,
+    normalize_decision,
+    weighted_vote,
 )
 
 __version__ = "0.1.0"

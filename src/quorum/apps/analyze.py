@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quorum.engine.budget import Budget
+from quorum.engine.connection import connect
+from quorum.engine.context import nest
+from quorum.engine.events import EventSink
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.sectioning import Section, SectioningResult, SectioningWorkflow, check_template
-from quorum.run.budget import Budget
-from quorum.run.connection import connect
-from quorum.run.context import nest
-from quorum.run.events import EventSink
 
 # The chapter's ``analyze_document_example``: same names, prompts and system prompts.
 SECTIONS: tuple[Section, ...] = (

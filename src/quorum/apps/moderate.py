@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from quorum.engine.budget import Budget
+from quorum.engine.connection import connect
+from quorum.engine.context import nest
+from quorum.engine.events import EventSink
+from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.runner import stream
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.normalize import fold
 from quorum.patterns.voting import Voter, VotingResult, VotingWorkflow
-from quorum.run.budget import Budget
-from quorum.run.connection import connect
-from quorum.run.context import nest
-from quorum.run.engine import stream
-from quorum.run.events import EventSink
-from quorum.run.outcome import Outcome, Summary
 
 # The chapter's moderators: same names, perspectives and temperatures.
 MODERATORS: tuple[Voter, ...] = (

@@ -25,18 +25,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from quorum.engine.budget import Budget
+from quorum.engine.connection import LazyConnection
+from quorum.engine.context import nest
+from quorum.engine.events import EventSink
+from quorum.engine.outcome import Summary
+from quorum.engine.runner import run
 from quorum.errors import ConfigError, InvalidReply, QuorumError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Request, Usage
 from quorum.patterns.aggregation import cluster_vote, normalize_text
 from quorum.patterns.sectioning import Section, SectioningWorkflow, SectionResult
 from quorum.patterns.voting import Vote, Voter, VotingResult, VotingWorkflow
-from quorum.run.budget import Budget
-from quorum.run.connection import LazyConnection
-from quorum.run.context import nest
-from quorum.run.engine import run
-from quorum.run.events import EventSink
-from quorum.run.outcome import Summary
 
 HIGH_CONSENSUS = "high-consensus"
 DISPUTED = "disputed"

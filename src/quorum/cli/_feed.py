@@ -15,8 +15,8 @@ from rich.markup import escape
 
 from quorum.cli.common import stderr
 from quorum.cli.progress import ProgressDisplay
-from quorum.run.events import Event, EventKind
-from quorum.run.outcome import Outcome, Summary
+from quorum.engine.events import Event, EventKind
+from quorum.engine.outcome import Outcome, Summary
 
 
 def every_event(_event: Event) -> bool:

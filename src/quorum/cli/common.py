@@ -22,10 +22,10 @@ import typer
 from rich.console import Console
 
 from quorum import errors
+from quorum.engine.budget import Budget
+from quorum.engine.connection import Connection, connect
 from quorum.llm.registry import default_model, parse_model
 from quorum.llm.secrets import redact
-from quorum.run.budget import Budget
-from quorum.run.connection import Connection, connect
 
 T = TypeVar("T")
 

@@ -43,10 +43,10 @@ from quorum.cli.common import (
     stderr,
     with_settings,
 )
+from quorum.engine.connection import Connection
+from quorum.engine.events import Event
+from quorum.engine.outcome import Summary
 from quorum.patterns.adaptive import Adaptive
-from quorum.run.connection import Connection
-from quorum.run.events import Event
-from quorum.run.outcome import Summary
 
 Parse = Callable[[str, int], Item | None]
 Items = list[Item] | AsyncIterator[Item]

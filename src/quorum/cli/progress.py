@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from quorum.cli.common import stderr
-from quorum.run.events import Event, EventKind
+from quorum.engine.events import Event, EventKind
 
 
 def by_run_label(event: Event) -> str:

@@ -25,7 +25,7 @@ from quorum.cli.common import (
     fail,
     with_settings,
 )
-from quorum.run.events import Event
+from quorum.engine.events import Event
 
 
 @with_settings

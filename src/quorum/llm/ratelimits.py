@@ -4,7 +4,7 @@ Anthropic sends ``anthropic-ratelimit-{requests,tokens,input-tokens,output-token
 {limit,remaining,reset}`` (reset as an RFC 3339 time); OpenAI and compatible servers send
 ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset as a duration like
 ``6m0s``). Both also send ``retry-after`` (seconds) and sometimes ``retry-after-ms``.
-The limiter learns from this: see ``quorum.run.limits``.
+The limiter learns from this: see ``quorum.engine.limits``.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from quorum.engine.connection import connect
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Request
-from quorum.run.connection import connect
 
 CONFIDENCE_WEIGHT = {"high": 1.0, "medium": 0.7, "low": 0.4}
 

@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from quorum.engine.cost import estimate
 from quorum.llm.pricing import price_of
 from quorum.llm.provider import Provider
 from quorum.llm.types import Reply, Request, Usage
-from quorum.run.estimate import estimate
 
 # Anthropic caches prefixes of at least 1,024 tokens (2,048 on Haiku models); shorter ones
 # are sent uncached, and holding the others back would only add latency.

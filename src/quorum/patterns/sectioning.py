@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quorum.engine.connection import LazyConnection
+from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.policy import FailurePolicy, Policy
+from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Reply, Request, Usage
-from quorum.run.connection import LazyConnection
-from quorum.run.engine import run
-from quorum.run.outcome import Outcome, Summary
-from quorum.run.policy import FailurePolicy, Policy
 
 Handler = Callable[[str], Awaitable[Any]]
 

@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from quorum.engine.connection import LazyConnection
+from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.runner import stream
 from quorum.errors import ConfigError, InvalidReply
 from quorum.llm.provider import Provider
 from quorum.llm.types import Reply, Request, Usage
@@ -25,9 +28,6 @@ from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.aggregation import Tally, cluster_vote, tally, weighted_vote
 from quorum.patterns.fanout import MIN_CACHE_TOKENS, CacheReport, LeaderFirst, worth_caching
 from quorum.patterns.normalize import fold, normalize_decision
-from quorum.run.connection import LazyConnection
-from quorum.run.engine import stream
-from quorum.run.outcome import Outcome, Summary
 
 UNKNOWN = "UNKNOWN"  # the chapter's marker for an answer that names no option
 ERROR = "ERROR"  # the chapter's marker for a vote whose call failed

@@ -32,9 +32,9 @@ from typing import Any
 from quorum.apps.review.model import CodeReviewResult, FindingGroup
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
+from quorum.engine.outcome import Summary
+from quorum.engine.runner import run
 from quorum.errors import ConfigError
-from quorum.run.engine import run
-from quorum.run.outcome import Summary
 
 LINE_SLACK = 3
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from quorum.apps.review.taxonomy import Category, family_of, severity_rank
+from quorum.engine.outcome import Summary
 from quorum.llm.types import Usage
-from quorum.run.outcome import Summary
 
 Source = Literal["llm", "static"]
 

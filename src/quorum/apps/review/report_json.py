@@ -58,8 +58,8 @@ from quorum.apps.review.model import (
     UnitReview,
 )
 from quorum.apps.review.taxonomy import CWE_OF, Category
+from quorum.engine.outcome import Summary
 from quorum.llm.types import Usage
-from quorum.run.outcome import Summary
 
 SCHEMA = "quorum.review"
 SCHEMA_VERSION = 1

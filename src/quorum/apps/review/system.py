@@ -53,15 +53,15 @@ from quorum.apps.review.reviewers import (
 from quorum.apps.review.static import InjectionGuard, StaticVoter, static_voter
 from quorum.apps.review.taxonomy import RISKS, severity_rank
 from quorum.apps.review.units import DEFAULT_MAX_CHARS, code_budget, cut, overlaps
+from quorum.engine.budget import Budget
+from quorum.engine.clock import SYSTEM_CLOCK
+from quorum.engine.connection import LazyConnection
+from quorum.engine.events import EventSink
+from quorum.engine.outcome import Outcome
+from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.fanout import LeaderFirst, worth_caching
-from quorum.run.budget import Budget
-from quorum.run.clock import SYSTEM_CLOCK
-from quorum.run.connection import LazyConnection
-from quorum.run.engine import run
-from quorum.run.events import EventSink
-from quorum.run.outcome import Outcome
 
 CODE_PATH = "<code>"
 DEFAULT_CONTEXT = "General code review"

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quorum.engine.connection import LazyConnection
+from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.policy import FailurePolicy, Policy
+from quorum.engine.retry import Retry, is_not_permanent
+from quorum.engine.runner import run
 from quorum.errors import RunAborted
 from quorum.llm.provider import Provider
 from quorum.llm.types import Message, Request
-from quorum.run.connection import LazyConnection
-from quorum.run.engine import run
-from quorum.run.outcome import Outcome, Summary
-from quorum.run.policy import FailurePolicy, Policy
-from quorum.run.retry import Retry, is_not_permanent
 
 
 @dataclass

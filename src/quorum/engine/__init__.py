@@ -1,13 +1,12 @@
 """The engine: bounded, rate-limited, retried parallel calls, every outcome accounted for."""
 
-from quorum.run.budget import Budget
-from quorum.run.clock import Clock, SystemClock
-from quorum.run.connection import Connection, connect
-from quorum.run.context import nest
-from quorum.run.engine import Stream, run, stream
-from quorum.run.estimate import Cost, estimate
-from quorum.run.events import Event, EventKind, EventSink
-from quorum.run.limits import (
+from quorum.engine.budget import Budget
+from quorum.engine.clock import Clock, SystemClock
+from quorum.engine.connection import Connection, connect
+from quorum.engine.context import nest
+from quorum.engine.cost import Cost, estimate
+from quorum.engine.events import Event, EventKind, EventSink
+from quorum.engine.limits import (
     Concurrency,
     InputTokenRate,
     Limit,
@@ -17,8 +16,8 @@ from quorum.run.limits import (
     RequestRate,
     TokenRate,
 )
-from quorum.run.outcome import Outcome, RunResult, Status, Summary
-from quorum.run.parallel import (
+from quorum.engine.outcome import Outcome, RunResult, Status, Summary
+from quorum.engine.parallel import (
     ParallelResult,
     ParallelWorkflow,
     ParallelWorkflowResult,
@@ -26,8 +25,9 @@ from quorum.run.parallel import (
     execute_with_retry,
     parallel_with_policy,
 )
-from quorum.run.policy import FailurePolicy, Policy, Quorum
-from quorum.run.retry import Retry, is_not_permanent, is_transient
+from quorum.engine.policy import FailurePolicy, Policy, Quorum
+from quorum.engine.retry import Retry, is_not_permanent, is_transient
+from quorum.engine.runner import Stream, run, stream
 
 __all__ = [
     "Budget",

@@ -16,15 +16,10 @@ from collections.abc import Sequence
 from typing import Any, overload
 
 from quorum import errors
-from quorum.llm.provider import Capabilities, Provider
-from quorum.llm.ratelimits import RateLimitInfo
-from quorum.llm.registry import default_model, resolve
-from quorum.llm.secrets import redact
-from quorum.llm.types import Reply, Request
-from quorum.run import context
-from quorum.run.clock import SYSTEM_CLOCK, Clock
-from quorum.run.estimate import estimate
-from quorum.run.limits import (
+from quorum.engine import context
+from quorum.engine.clock import SYSTEM_CLOCK, Clock
+from quorum.engine.cost import estimate
+from quorum.engine.limits import (
     Concurrency,
     InputTokenRate,
     Limit,
@@ -33,7 +28,12 @@ from quorum.run.limits import (
     RequestRate,
     TokenRate,
 )
-from quorum.run.retry import Retry, advised_wait
+from quorum.engine.retry import Retry, advised_wait
+from quorum.llm.provider import Capabilities, Provider
+from quorum.llm.ratelimits import RateLimitInfo
+from quorum.llm.registry import default_model, resolve
+from quorum.llm.secrets import redact
+from quorum.llm.types import Reply, Request
 
 log = logging.getLogger("quorum.calls")
 

@@ -26,13 +26,13 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from quorum import errors
-from quorum.run.budget import Budget
-from quorum.run.clock import SYSTEM_CLOCK, Clock
-from quorum.run.context import Meter, Scope, current_meter, current_scope
-from quorum.run.events import Event, EventKind, EventSink
-from quorum.run.outcome import Outcome, RunResult, Status, Summary
-from quorum.run.policy import FailurePolicy, Policy, Quorum
-from quorum.run.retry import Retry, is_not_permanent
+from quorum.engine.budget import Budget
+from quorum.engine.clock import SYSTEM_CLOCK, Clock
+from quorum.engine.context import Meter, Scope, current_meter, current_scope
+from quorum.engine.events import Event, EventKind, EventSink
+from quorum.engine.outcome import Outcome, RunResult, Status, Summary
+from quorum.engine.policy import FailurePolicy, Policy, Quorum
+from quorum.engine.retry import Retry, is_not_permanent
 
 T = TypeVar("T")
 R = TypeVar("R")

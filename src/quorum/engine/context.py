@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from quorum.engine.budget import Budget
+from quorum.engine.clock import Clock
+from quorum.engine.events import Event, EventKind, EventSink
 from quorum.errors import describe
 from quorum.llm.types import Usage
-from quorum.run.budget import Budget
-from quorum.run.clock import Clock
-from quorum.run.events import Event, EventKind, EventSink
 
 
 @dataclass(frozen=True, slots=True)

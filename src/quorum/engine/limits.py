@@ -31,11 +31,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from quorum.engine.clock import SYSTEM_CLOCK, Clock
+from quorum.engine.cost import Cost
 from quorum.errors import ConfigError, RequestTooLarge
 from quorum.llm.ratelimits import Bucket, RateLimitInfo
 from quorum.llm.types import Usage
-from quorum.run.clock import SYSTEM_CLOCK, Clock
-from quorum.run.estimate import Cost
 
 _EPSILON_S = 1e-9  # waits shorter than this are float noise, not quota
 
