@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
 
 class QuorumError(Exception):
-    """Base of every error quorum raises on purpose."""
+    """Base of every error quorum raises on purpose.
+
+    ``call_layer_done`` is set by a ``Connection`` on the error it finally raises: the one
+    retry layer has already retried it as far as it should, so a task-level retry must not
+    call again (retries would multiply)."""
+
+    call_layer_done: bool = False
 
 
 class ConfigError(QuorumError):

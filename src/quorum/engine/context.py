@@ -56,6 +56,7 @@ class Meter:
     unpriced: int = 0
     retries: int = 0
     call_s: float = 0.0  # time the provider spent answering, without waits for limits or slots
+    deadline: float | None = None  # the task's own end (its timeout), on the event loop's clock
 
     def charge(self, usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
         meter: Meter | None = self
@@ -70,6 +71,13 @@ class Meter:
             meter = meter.parent
         for budget in self.scope.budgets:
             budget.charge(usage, cost)
+
+    def note_failed_call(self) -> None:
+        """A call that failed without an answer: counted, nothing to bill."""
+        meter: Meter | None = self
+        while meter is not None:
+            meter.calls += 1
+            meter = meter.parent
 
     def note_retry(self, attempt: int, delay: float, exc: BaseException) -> None:
         meter: Meter | None = self
@@ -106,6 +114,21 @@ def charge(usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
     meter = current_meter.get()
     if meter is not None:
         meter.charge(usage, cost, seconds)
+
+
+def note_failed_call() -> None:
+    meter = current_meter.get()
+    if meter is not None:
+        meter.note_failed_call()
+
+
+def time_left(now: float) -> float | None:
+    """Seconds from ``now`` (the event loop's clock) until the sooner of the run's deadline
+    and the current task's timeout; ``None`` when neither bounds it. A retry whose wait
+    would outlive it is not scheduled: the call's own error is the honest outcome."""
+    scope, meter = current_scope.get(), current_meter.get()
+    ends = [t for t in (scope and scope.deadline, meter and meter.deadline) if t is not None]
+    return min(ends) - now if ends else None
 
 
 def note_retry(attempt: int, delay: float, exc: BaseException) -> None:

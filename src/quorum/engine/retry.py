@@ -14,7 +14,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from quorum.errors import ConfigError, PermanentError, RateLimited, TransientError
+from quorum.errors import (
+    BudgetExceeded,
+    ConfigError,
+    InvalidReply,
+    PermanentError,
+    QuorumError,
+    RateLimited,
+    RequestTooLarge,
+    TransientError,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -26,6 +35,23 @@ def is_not_permanent(exc: BaseException) -> bool:
     """For arbitrary tasks (the chapter's RETRY policy): retry anything except failures
     that cannot pass (a rejected request, a bad key, a broken configuration)."""
     return isinstance(exc, Exception) and not isinstance(exc, (PermanentError, ConfigError))
+
+
+def worth_rerunning(exc: BaseException) -> bool:
+    """Whether re-running a whole task may help: the task-level rule of the RETRY policy.
+
+    Never what cannot pass (a rejected request, a bad key, a request larger than a whole
+    rate-limit bucket, a spent budget, a broken configuration), and never a call failure the
+    connection's retry layer already handled: re-running it would multiply the call layer's
+    attempts. An answer that broke its schema is the exception: the call layer rightly
+    does not retry it, but a fresh task may well answer validly."""
+    if not isinstance(exc, Exception):
+        return False
+    if isinstance(exc, InvalidReply):
+        return True
+    if isinstance(exc, (PermanentError, ConfigError, RequestTooLarge, BudgetExceeded)):
+        return False
+    return not (isinstance(exc, QuorumError) and exc.call_layer_done)
 
 
 @dataclass(frozen=True)
