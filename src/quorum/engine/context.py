@@ -127,7 +127,11 @@ def time_left(now: float) -> float | None:
     and the current task's timeout; ``None`` when neither bounds it. A retry whose wait
     would outlive it is not scheduled: the call's own error is the honest outcome."""
     scope, meter = current_scope.get(), current_meter.get()
-    ends = [t for t in (scope and scope.deadline, meter and meter.deadline) if t is not None]
+    ends = [
+        end
+        for end in (scope.deadline if scope else None, meter.deadline if meter else None)
+        if end is not None
+    ]
     return min(ends) - now if ends else None
 
 
