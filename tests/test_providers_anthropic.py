@@ -180,7 +180,7 @@ async def test_temperature_is_not_sent_and_the_loss_is_logged(
         ("e404", errors.NotFound, 404),
         ("ereset", errors.ConnectionFailed, None),
         ("ehang", errors.Timeout, None),
-        ("ebroken", errors.InvalidReply, None),
+        ("ebroken", errors.MalformedReply, None),
     ],
 )
 async def test_every_failure_maps_to_its_class(
@@ -230,7 +230,7 @@ async def test_enforced_limit_is_rate_limited_with_the_wait() -> None:
         ("500", errors.ServerError),
         ("reset", errors.ConnectionFailed),
         ("hang", errors.Timeout),
-        ("malformed", errors.InvalidReply),
+        ("malformed", errors.MalformedReply),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

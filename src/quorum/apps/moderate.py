@@ -30,7 +30,7 @@ from quorum.engine.context import nest
 from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.runner import stream
-from quorum.errors import ConfigError
+from quorum.errors import ConfigError, MalformedInput
 from quorum.llm.provider import Provider
 from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.normalize import fold
@@ -73,10 +73,6 @@ CONCURRENCY = 8
 VOTES_LABEL = "votes"  # the label of every text's nested vote, so its events can be told apart
 
 ItemId = str | int
-
-
-class MalformedInput(ConfigError):
-    """An input line that is not a text to judge (bad JSON, no ``text``...)."""
 
 
 @dataclass(frozen=True, slots=True)

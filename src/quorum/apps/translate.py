@@ -31,7 +31,7 @@ from quorum.engine.context import nest
 from quorum.engine.events import EventSink
 from quorum.engine.outcome import Summary
 from quorum.engine.runner import run
-from quorum.errors import ConfigError, InvalidReply, QuorumError
+from quorum.errors import ConfigError, InvalidReply, TranslationError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Request, Usage
 from quorum.patterns.aggregation import cluster_vote, normalize_text
@@ -168,10 +168,6 @@ class TranslationResult:
 
 
 # -- the workflow --------------------------------------------------------------------------
-
-
-class TranslationError(QuorumError):
-    """A language could not be translated: every translator failed."""
 
 
 class TranslationWorkflow:
