@@ -357,3 +357,25 @@ async def test_a_rate_limit_acquired_on_a_new_loop_keeps_its_schedule() -> None:
     rate = RequestRate(60, clock=clock)
     await rate.acquire(Cost())
     assert rate.available_at > clock.now()
+
+
+async def test_a_call_cut_off_by_a_task_timeout_keeps_the_last_call_error_in_the_chain() -> None:
+    seen = {"n": 0}
+
+    async def responder(_: Request) -> Any:
+        seen["n"] += 1
+        if seen["n"] == 1:
+            return errors.ServerError("down", status=500)
+        await asyncio.sleep(10)  # the second try hangs until the task's timeout
+        return "late"
+
+    llm = connect(FakeProvider(responder=responder), retry=Retry(base_delay=0.001, jitter=0))
+    with pytest.raises(TimeoutError) as caught:
+        async with asyncio.timeout(0.05):
+            await llm.complete(Request.of("hi"))
+    chain: list[BaseException] = []
+    link: BaseException | None = caught.value
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    assert any(isinstance(e, errors.ServerError) for e in chain)

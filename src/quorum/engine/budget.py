@@ -40,10 +40,10 @@ class Budget:
     spent_dollars: float = 0.0
     spent_tokens: int = 0
     unpriced: int = field(default=0)
-    reserved_dollars: float = field(default=0.0, repr=False)
-    reserved_tokens: int = field(default=0, repr=False)
-    _holds: int = field(default=0, repr=False, compare=False)
-    _waiters: list[asyncio.Future[None]] = field(default_factory=list, repr=False, compare=False)
+    reserved_dollars: float = field(default=0.0, init=False, repr=False)
+    reserved_tokens: int = field(default=0, init=False, repr=False)
+    _holds: int = field(default=0, init=False, repr=False, compare=False)
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.dollars is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, overload
 
 from quorum import errors
@@ -88,6 +88,7 @@ class Connection:
         cost = estimate(request)
         first_try = self.clock.now()
         attempt = 0
+        last: errors.QuorumError | None = None
         while True:
             attempt += 1
             try:
@@ -102,8 +103,15 @@ class Connection:
                     "retrying %s/%s in %.2fs after %s", self.name, self.model, delay, errors.describe(exc)
                 )
                 context.note_retry(attempt, delay, exc)
-                await self.clock.sleep(delay)
+                last = exc
+                await _cut_off_after(last, self.clock.sleep(delay))
                 continue
+            except asyncio.CancelledError as cancel:
+                # Cut off (a task timeout, a deadline) after a failed try: keep that try's
+                # error in the chain, so a Timeout outcome can say what really went wrong.
+                if last is not None and cancel.__cause__ is None:
+                    cancel.__cause__ = last
+                raise
             context.charge(reply.usage, reply.cost, reply.latency_s)
             return reply
 
@@ -197,6 +205,15 @@ class Connection:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _cut_off_after(last: errors.QuorumError, wait: Awaitable[None]) -> None:
+    """Await a retry's wait; if it is cancelled, the failure it waited on is the cause."""
+    try:
+        await wait
+    except asyncio.CancelledError as cancel:
+        cancel.__cause__ = last
+        raise
 
 
 def _account_failure(exc: errors.QuorumError) -> None:

@@ -11,6 +11,7 @@ for what is never retried, at the call level or the task level.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,7 +99,8 @@ class Retry:
         checks.count("Retry(attempts=...)", self.attempts)
         checks.non_negative("Retry(base_delay=...)", self.base_delay)
         checks.positive("Retry(multiplier=...)", self.multiplier)
-        checks.non_negative("Retry(max_delay=...)", self.max_delay)
+        if self.max_delay != math.inf:  # no cap on the backoff is a valid choice
+            checks.non_negative("Retry(max_delay=...)", self.max_delay)
         checks.seconds("Retry(deadline=...)", self.deadline)
         checks.positive("Retry(max_pause=...)", self.max_pause, unit=" seconds")
         if not 0 <= checks.non_negative("Retry(jitter=...)", self.jitter) <= 1:
