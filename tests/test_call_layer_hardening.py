@@ -379,3 +379,38 @@ async def test_a_call_cut_off_by_a_task_timeout_keeps_the_last_call_error_in_the
         chain.append(link)
         link = link.__cause__ or link.__context__
     assert any(isinstance(e, errors.ServerError) for e in chain)
+
+
+# --- the per-call timeout: one watch per connection ---------------------------------------
+
+
+async def test_calls_that_outlive_the_timeout_fail_while_quick_ones_answer() -> None:
+    async def responder(request: Request) -> str:
+        await asyncio.sleep(1.0 if "slow" in request.text else 0.001)
+        return "done"
+
+    llm = connect(FakeProvider(responder=responder), timeout=0.05, retry=Retry(attempts=1))
+    asks = [f"slow {i}" if i % 3 == 0 else f"quick {i}" for i in range(12)]
+    replies = await asyncio.gather(*(llm.complete(Request.of(a)) for a in asks), return_exceptions=True)
+    timed_out = [ask for ask, reply in zip(asks, replies, strict=True) if isinstance(reply, errors.Timeout)]
+    assert timed_out == [ask for ask in asks if ask.startswith("slow")]
+    assert sum(not isinstance(reply, BaseException) for reply in replies) == 8
+
+
+async def test_a_cancelled_call_stays_cancelled_not_timed_out() -> None:
+    llm = connect(FakeProvider(latency=1.0), timeout=5.0)
+    call = asyncio.ensure_future(llm.complete(Request.of("hi")))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
+async def test_a_timeout_on_a_later_call_after_a_quiet_spell_still_fires() -> None:
+    llm = connect(FakeProvider(responder=lambda r: "ok"), timeout=0.05, retry=Retry(attempts=1))
+    await llm.complete(Request.of("quick"))
+    await asyncio.sleep(0.1)  # the watch's timer has fired with nothing to cancel
+    slow = connect(FakeProvider(latency=1.0), timeout=0.05, retry=Retry(attempts=1))
+    llm.provider = slow.provider
+    with pytest.raises(errors.Timeout):
+        await llm.complete(Request.of("slow"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
+_EXPIRED = object()  # what finish() finds for a call the sweep has already removed
+
 
 class Ticket:
     """One call in flight: when it must end, and the task to cancel if it does not."""
@@ -48,7 +50,7 @@ class CallWatch:
         """The call ended; ``True`` if it ended because the watch cancelled it (its task's
         cancellation is then withdrawn, as ``asyncio.timeout`` does, unless someone else
         cancelled it too)."""
-        if self._calls.pop(ticket, 0) is None:
+        if self._calls.pop(ticket, _EXPIRED) is not _EXPIRED:
             return False
         return ticket.task.uncancel() <= ticket.cancelling
 

@@ -128,8 +128,8 @@ class Connection:
     async def _attempt(self, request: Request, cost: Cost) -> Reply:
         scope = context.current_scope.get()
         budgets = scope.budgets if scope is not None else ()
-        if budgets:
-            scope.check_budget()  # type: ignore[union-attr]  # fail fast, before any wait
+        for budget in budgets:
+            budget.check()  # fail fast, before waiting for the limits
         _log_request(self, request)
         if not self.limits:  # nothing to hold or to teach: skip the bookkeeping
             reply = await self._spend(request, cost, budgets)
