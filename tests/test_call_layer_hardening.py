@@ -414,3 +414,21 @@ async def test_a_timeout_on_a_later_call_after_a_quiet_spell_still_fires() -> No
     llm.provider = slow.provider
     with pytest.raises(errors.Timeout):
         await llm.complete(Request.of("slow"))
+
+
+async def test_a_provider_that_calls_through_another_connection_cannot_deadlock_the_budget() -> None:
+    inner = connect(FakeProvider(responder=lambda r: "x" * 400, price=PRICE))
+
+    class Relay(FakeProvider):
+        async def complete(self, request: Request) -> Any:
+            return await inner.complete(request)  # under the same budget as the outer call
+
+    outer = connect(Relay(price=PRICE))
+    budget = Budget(dollars=0.001)  # one call's reservation fills it
+
+    async def fn(i: int) -> str:
+        return (await outer.complete(Request.of(f"q{i}", max_tokens=100))).text
+
+    result = await asyncio.wait_for(run(fn, range(2), budget=budget), timeout=5)
+    # The relayed call finds the room taken by its own caller: refused, not waited for.
+    assert isinstance(result.outcomes[0].error, errors.BudgetExceeded)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from quorum.engine import checks
@@ -110,17 +111,24 @@ class Budget:
         await waiter
 
 
+# The budgets the current task holds a reservation on: a provider that itself calls
+# through another connection (a relay) must not wait for its own caller's reservation.
+_held: ContextVar[tuple[Budget, ...]] = ContextVar("quorum_reserved", default=())
+
+
 class Reservation:
     """One call's estimated cost, held against its budgets until ``settle``."""
 
-    __slots__ = ("budgets", "dollars", "tokens")
+    __slots__ = ("budgets", "dollars", "token", "tokens")
 
     def __init__(self, budgets: Sequence[Budget], dollars: float, tokens: int) -> None:
         self.budgets, self.dollars, self.tokens = budgets, dollars, tokens
         for budget in budgets:
             budget.reserve(dollars, tokens)
+        self.token = _held.set(_held.get() + tuple(budgets))
 
     def settle(self) -> None:
+        _held.reset(self.token)
         for budget in self.budgets:
             budget.release(self.dollars, self.tokens)
 
@@ -128,13 +136,14 @@ class Reservation:
 async def reserve(budgets: Sequence[Budget], cost: Cost, price: Price | None, model: str) -> Reservation:
     """Reserve a call's estimated cost (input estimate plus ``max_tokens``, priced) against
     every budget, waiting while calls in flight hold the room; ``BudgetExceeded`` once a
-    cap is reached with nothing in flight to give room back."""
+    cap is reached with nothing in flight to give room back (or only this task's own
+    reservation, which cannot settle before this call does)."""
     tokens = cost.input_tokens + cost.output_tokens
     dollars = 0.0
     if price is not None:
         dollars = (cost.input_tokens * price.input + cost.output_tokens * price.output) / 1_000_000
     while (blocked := next((b for b in budgets if not b.fits()), None)) is not None:
-        if not blocked.in_flight:
+        if not blocked.in_flight or any(held is blocked for held in _held.get()):
             raise BudgetExceeded(blocked.exhausted or f"budget reached before a call to {model}")
         await blocked.settled()
     return Reservation(budgets, dollars, tokens)
