@@ -77,8 +77,11 @@ class Retry:
     ``attempts`` counts every try, the first included. The n-th retry waits
     ``min(base_delay * multiplier**(n-1), max_delay)`` seconds, shortened by up to
     ``jitter`` (a share) at random so that many failed calls do not return together; a
-    ``retry-after`` from the provider replaces that delay. ``deadline`` bounds the total
-    time from the first try: a retry that would start after it is not made.
+    ``retry-after`` from the provider replaces that delay, up to ``max_pause`` seconds.
+    ``deadline`` bounds the total time from the first try: a retry that would start after
+    it is not made (nor, in a ``Connection``, one whose wait would outlive the run's
+    deadline or the task's timeout). What ``cannot_pass`` is never retried, whatever
+    ``retry_on`` says. Every number is checked: a ``ConfigError`` names a bad one.
     """
 
     attempts: int = 4
