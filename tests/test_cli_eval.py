@@ -107,3 +107,22 @@ def test_eval_json_uses_the_shared_keys(cli: CliRunner, tmp_path: Path) -> None:
     assert facts["schema_version"] == 1
     assert set(facts["summary"]["usage"]) == {"input_tokens", "output_tokens"}
     assert {"calls", "wall_s", "cost_usd", "stopped"} <= set(facts["summary"])
+
+
+def test_a_refused_connection_is_reported_as_refused_not_as_a_timeout(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
+    data = data_file(tmp_path, [case("p1a", "before")])
+    # --timeout is per call attempt: shorter than the retries' backoff (0.5 + 1 + 2 s),
+    # it must not cut the retried call short and call the refusal a timeout.
+    result = evaluate(cli, data, "--timeout", "1", "--reviewers", "1", "--json")
+    (failure,) = json.loads(result.stdout)["failures"]
+    assert "ConnectionFailed" in failure["error"]
+    assert "Timeout" not in failure["error"]
+    assert result.exit_code == 2
