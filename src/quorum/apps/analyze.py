@@ -143,7 +143,10 @@ def _section(raw: Any, where: str, path: str) -> Section:
         raise ConfigError(f"{where}: 'system' must be a string")
     name, prompt = raw["name"].strip(), raw["prompt"]
     named = f"{path}: section {name!r}"
-    check_template(prompt, where=named)
+    try:
+        check_template(prompt, where=named)
+    except ConfigError as exc:  # the file's key is "prompt", whatever the Python field is called
+        raise ConfigError(str(exc).replace("prompt_template", "prompt")) from exc
     if not _uses_input(prompt):
         raise ConfigError(f"{named}: prompt never uses {{input}}, so the document would not be sent")
     return Section(name=name, prompt_template=prompt, system_prompt=raw.get("system") or None)

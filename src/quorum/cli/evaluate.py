@@ -92,19 +92,19 @@ def review(
         spec = int(reviewers) if reviewers and reviewers.isdigit() else reviewers
         llm = settings.connect()
         try:
-            # --timeout is the connection's, per call attempt; the review's tasks get none
-            # of their own, so a refused connection is reported as refused.
-            system = CodeReviewSystem(
-                llm=llm,
-                reviewers=spec,
-                concurrency=settings.concurrency,
-                on_event=feed.on_event,
-                budget=settings.make_budget(),
-            )
-            with feed, settings.in_force():
+            with feed, settings.in_force() as run:
+                # --timeout is the connection's, per call attempt; the review's tasks get
+                # none of their own, so a refused connection is reported as refused.
+                system = CodeReviewSystem(
+                    llm=llm,
+                    reviewers=spec,
+                    concurrency=run.concurrency,
+                    on_event=feed.on_event,
+                    budget=run.budget,
+                )
                 # One review per function at a time per worker; the connection caps the calls.
                 result = await evaluate(
-                    cases, system, families, thresholds=levels, concurrency=settings.concurrency
+                    cases, system, families, thresholds=levels, concurrency=run.concurrency
                 )
         finally:
             await llm.aclose()
