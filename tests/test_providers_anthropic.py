@@ -159,7 +159,7 @@ async def test_request_fields_reach_the_wire(llm: AnthropicProvider, emu: Emulat
 async def test_temperature_is_not_sent_and_the_loss_is_logged(
     llm: AnthropicProvider, emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="quorum.llm.anthropic"):
+    with caplog.at_level(logging.DEBUG, logger="quorum.llm.anthropic"):
         reply = await llm.complete(Request.of("greet", temperature=0.7))
         await llm.complete(Request.of("greet", temperature=0.9))
     assert reply.text == "Hello from the script."
