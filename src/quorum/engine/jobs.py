@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from quorum.engine.context import current_meter
-from quorum.engine.outcome import Outcome
+from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.runner import Stream, stream
 from quorum.errors import ConfigError, describe
 from quorum.store.journal import OK, Entry, Journal
@@ -115,9 +115,8 @@ class Journaled(Generic[T, R]):
         self.stopping = True
 
     @property
-    def summary(self) -> Any:
-        assert self._flow is not None
-        return self._flow.summary
+    def summary(self) -> Summary:
+        return self._flow.summary if self._flow is not None else Summary()
 
     # -- consuming -----------------------------------------------------------------------
 
