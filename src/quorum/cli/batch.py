@@ -66,9 +66,6 @@ def command(
         bool, typer.Option("--restart", help="Forget the journal and call every line.")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order.")] = False,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Neither read nor fill the response cache.")
-    ] = False,
     *,
     settings: Settings,
 ) -> None:
@@ -82,7 +79,7 @@ def command(
             parse_model(settings.model)
         except errors.ConfigError as exc:
             fail(str(exc))
-    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered, no_cache)
+    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered)
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
 
@@ -214,7 +211,6 @@ class BatchJob:
         journal: Path | None,
         restart: bool,
         ordered: bool,
-        no_cache: bool,
     ) -> None:
         self.settings = settings
         self.input_path = input_path
@@ -222,7 +218,7 @@ class BatchJob:
         self.journal = journal
         self.restart = restart
         self.ordered = ordered
-        self.cache = None if no_cache else ResponseCache()
+        self.cache = ResponseCache() if settings.cache else None
         self.models = Models(settings, self.cache)
         self.signals = 0
         self.source_done = False

@@ -1,0 +1,54 @@
+"""``quorum review`` with the response cache (on by default): a repository reviewed again
+after one function changed makes calls for that function only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quorum.cli.main import app
+from quorum.testing.emulator import Emulator
+
+MODEL = "anthropic/claude-haiku-4-5"
+NOTHING = {"findings": [], "overall_risk": "low"}
+CODE = """
+def first(a):
+    return a + 1
+
+
+def second(b):
+    return "second " + b
+
+
+def third(c):
+    return c * 3
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(script=[{"match": ".", "data": NOTHING}]).in_thread() as emu:
+        yield emu
+
+
+def review(cli: CliRunner, path: Path, *extra: str) -> None:
+    result = cli.invoke(app, ["review", str(path), "--model", MODEL, "--reviewers", "2", *extra])
+    assert result.exit_code == 0, result.output
+
+
+def test_one_changed_function_is_the_only_one_reviewed_again(
+    cli: CliRunner, emulator: Emulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "code.py"
+    source.write_text(CODE)
+    review(cli, source)
+    first = emulator.stats.count(path="/v1/messages")
+    assert first == 6  # three functions, two reviewers
+    source.write_text(CODE.replace('"second "', '"2nd "'))  # same lines, other code
+    review(cli, source)
+    assert emulator.stats.count(path="/v1/messages") - first == 2
+    review(cli, source, "--no-cache")
+    assert emulator.stats.count(path="/v1/messages") - first == 2 + 6  # --no-cache: all again
