@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from quorum.errors import ConfigError
+from quorum.errors import ConfigError, QuorumError
 
 VERSION = "1"
 OK = "ok"
@@ -76,6 +76,10 @@ ON CONFLICT(id) DO UPDATE SET
 
 class JournalMismatch(ConfigError):
     """An item's content changed under an id the journal already holds."""
+
+
+class JournalUnwritable(QuorumError):
+    """The journal file could not be written (a full disk, a broken file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ class Journal:
         self._committed = 0
         self._flusher: asyncio.Task[None] | None = None
         self._done: asyncio.Condition | None = None
+        self._failure: JournalUnwritable | None = None
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -233,7 +238,9 @@ class Journal:
         self._start_flusher()
         assert self._done is not None
         async with self._done:
-            await self._done.wait_for(lambda: self._committed >= seq)
+            await self._done.wait_for(lambda: self._committed >= seq or self._failure is not None)
+        if self._failure is not None:
+            raise self._failure
 
     def _start_flusher(self) -> None:
         if self._flusher is not None and not self._flusher.done():
@@ -247,11 +254,18 @@ class Journal:
         self._flusher = loop.create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        while self._queue:
+        assert self._done is not None
+        while self._queue and self._failure is None:
             group, self._queue = self._queue, []
-            await asyncio.to_thread(self._write, group)
-            self._committed += len(group)
-            assert self._done is not None
+            try:
+                await asyncio.to_thread(self._write, group)
+            except (sqlite3.Error, OSError) as exc:  # a full disk: every waiter learns it
+                self._failure = JournalUnwritable(
+                    f"the journal {self.path} could not be written ({exc}); the results since the "
+                    f"last commit are not recorded"
+                )
+            else:
+                self._committed += len(group)
             async with self._done:
                 self._done.notify_all()
 
@@ -279,7 +293,8 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        self.flush()
+        if self._failure is None:
+            self.flush()
         self._reader.close()
         self._writer.close()
         self._lock_file.close()
