@@ -1,8 +1,10 @@
-"""``quorum review`` with the response cache (on by default): a repository reviewed again
-after one function changed makes calls for that function only."""
+"""Commands with the response cache (on by default): a repository reviewed again after one
+function changed makes calls for that function only; a moderation run again (after a
+kill, say) pays for nothing it had already asked."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from quorum.testing.emulator import Emulator
 
 MODEL = "anthropic/claude-haiku-4-5"
 NOTHING = {"findings": [], "overall_risk": "low"}
+VOTE = {"decision": "acceptable", "confidence": "high", "reasoning": "fine"}
 CODE = """
 def first(a):
     return a + 1
@@ -30,7 +33,9 @@ def third(c):
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with Emulator(script=[{"match": ".", "data": NOTHING}]).in_thread() as emu:
+    with Emulator(
+        script=[{"match": "Classify", "data": VOTE}, {"match": ".", "data": NOTHING}]
+    ).in_thread() as emu:
         yield emu
 
 
@@ -52,3 +57,20 @@ def test_one_changed_function_is_the_only_one_reviewed_again(
     assert emulator.stats.count(path="/v1/messages") - first == 2
     review(cli, source, "--no-cache")
     assert emulator.stats.count(path="/v1/messages") - first == 2 + 6  # --no-cache: all again
+
+
+def test_moderation_run_again_reads_every_vote_from_the_cache(
+    cli: CliRunner, emulator: Emulator, tmp_path: Path
+) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"id": i, "text": f"comment {i}"}) + "\n" for i in range(4)))
+    command = ["moderate", "--input", str(texts), "--model", MODEL, "--ordered"]
+    before = emulator.stats.count(path="/v1/messages")
+    first = cli.invoke(app, command)
+    assert first.exit_code == 0, first.output
+    asked = emulator.stats.count(path="/v1/messages") - before
+    assert asked == 4 * 5  # five moderators, each a sample of its own
+    again = cli.invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert emulator.stats.count(path="/v1/messages") - before == asked
+    assert again.stdout == first.stdout
