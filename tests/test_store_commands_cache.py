@@ -74,3 +74,27 @@ def test_moderation_run_again_reads_every_vote_from_the_cache(
     assert again.exit_code == 0, again.output
     assert emulator.stats.count(path="/v1/messages") - before == asked
     assert again.stdout == first.stdout
+
+
+def test_moderation_with_a_journal_judges_only_what_it_had_not(
+    cli: CliRunner, emulator: Emulator, tmp_path: Path
+) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"id": f"t{i}", "text": f"note {i}"}) + "\n" for i in range(3)))
+    journal = str(tmp_path / "moderate.journal")
+    command = ["moderate", "--input", str(texts), "--model", MODEL, "--ordered", "--no-cache"]
+    before = emulator.stats.count(path="/v1/messages")
+    first = cli.invoke(app, [*command, "--journal", journal])
+    assert first.exit_code == 0, first.output
+    assert emulator.stats.count(path="/v1/messages") - before == 3 * 5
+    with texts.open("a") as f:
+        f.write(json.dumps({"id": "t3", "text": "a new note"}) + "\n")
+    again = cli.invoke(app, [*command, "--journal", journal])
+    assert again.exit_code == 0, again.output
+    assert emulator.stats.count(path="/v1/messages") - before == 4 * 5  # the new text only
+    assert again.stdout.startswith(first.stdout)  # the same verdicts, from the journal
+    assert [json.loads(line)["id"] for line in again.stdout.splitlines()] == ["t0", "t1", "t2", "t3"]
+    texts.write_text(json.dumps({"id": "t0", "text": "another text under t0"}) + "\n")
+    changed = cli.invoke(app, [*command, "--journal", journal])
+    assert changed.exit_code == 2
+    assert "'t0' changed" in changed.stderr

@@ -110,6 +110,9 @@ class Journaled(Generic[T, R]):
             if self.journal is not None and not isinstance(self._journal_arg, Journal):
                 await self.journal.aclose()
 
+    async def aclose(self) -> None:
+        await self.__aexit__(None, None, None)
+
     def stop(self) -> None:
         """Start nothing more; let the items running finish (and be journaled)."""
         self.stopping = True
