@@ -6,10 +6,13 @@ the error. Only ``ok`` is final: a re-run skips ok items and calls again for the
 (failed ones included: most failures are transient, and a permanent one costs nothing).
 
 Commits are grouped: ``record`` queues a row, a writer thread commits what is queued at
-once (with ``fsync``), and ``await committed(seq)`` waits for the commit holding it. A
-task that waits before taking its next item keeps the work a kill can lose to the calls
-in flight. The rows of a group reach the disk a few milliseconds after they land (far
-less than the 100 ms allowed), and the event loop never waits for the disk.
+once, and ``await committed(seq)`` waits for the commit holding it. A task that waits
+before taking its next item keeps the work a kill can lose to the calls in flight. The
+rows of a group are committed a few milliseconds after they land (far less than the
+100 ms allowed), and the event loop never waits for the file. A commit survives the
+process (``kill -9`` included); it is not ``fsync``ed one by one (WAL,
+``synchronous=NORMAL``), so a power cut may roll back the last ones, whose items are then
+called again.
 
 An item whose content changed under the same id is an error naming the id
 (``JournalMismatch``), unless the journal is opened with ``restart=True``, which forgets
@@ -141,7 +144,9 @@ class Journal:
         try:
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a journal row, once committed, is on the disk
+            # Committed rows survive the process (kill -9 included) without an fsync each; a
+            # power cut may roll back the last ones: those items are called again, never written twice.
+            db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"the journal {self.path} cannot be read ({exc}); move it away, or run with --restart"
@@ -232,7 +237,7 @@ class Journal:
         return self._recorded
 
     async def committed(self, seq: int) -> None:
-        """Wait until the row numbered ``seq`` is on the disk."""
+        """Wait until the row numbered ``seq`` is committed."""
         if self._committed >= seq:
             return
         self._start_flusher()
