@@ -74,6 +74,8 @@ def test_moderation_run_again_reads_every_vote_from_the_cache(
     assert again.exit_code == 0, again.output
     assert emulator.stats.count(path="/v1/messages") - before == asked
     assert again.stdout == first.stdout
+    assert "cache: 20 from cache" in again.stderr
+    assert "from cache" not in first.stderr
 
 
 def test_moderation_with_a_journal_judges_only_what_it_had_not(
