@@ -251,3 +251,21 @@ def test_a_budget_stop_leaves_a_partial_output_and_a_resumable_job(
 
 def stderr_of(result: Any) -> str:
     return " ".join(str(result.stderr).split())  # rich wraps long lines
+
+
+def test_a_second_process_on_the_same_job_is_refused_and_leaves_the_output_alone(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    from quorum.store.journal import Journal
+
+    source = write(tmp_path / "in.jsonl", {"id": "a", "prompt": "x"})
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_text("a line the running job wrote\n")
+    running = Journal(tmp_path / "out.jsonl.journal")  # another process holds the job
+    try:
+        done = cli.invoke(app, ["batch", str(source), "-o", str(tmp_path / "out.jsonl"), "-m", MODEL])
+    finally:
+        running.close()
+    assert done.exit_code == 2
+    assert "another quorum process" in done.stderr
+    assert partial.read_text() == "a line the running job wrote\n"

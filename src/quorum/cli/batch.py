@@ -140,25 +140,33 @@ class Models:
 
 
 class Output:
-    """Result lines to stdout, or to ``PATH.partial`` renamed to ``PATH`` once complete."""
+    """Result lines to stdout, or to ``PATH.partial`` renamed to ``PATH`` once complete.
+
+    The file is opened only once the journal is held, so a second process on the same job
+    is refused before it can truncate the first one's output."""
 
     def __init__(self, path: str) -> None:
         self.path = None if path == "-" else Path(path)
         self.partial = None if self.path is None else self.path.with_name(self.path.name + ".partial")
-        self._file: IO[str] = sys.stdout if self.partial is None else self.partial.open("w", encoding="utf-8")
+        self._file: IO[str] | None = None
         self.written = 0
 
+    def open(self) -> None:
+        self._file = sys.stdout if self.partial is None else self.partial.open("w", encoding="utf-8")
+
     def write(self, record: Record) -> None:
+        assert self._file is not None, "Output.open() first"
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.written += 1
         if self.partial is None:
             self._file.flush()  # a line per result as it comes, even into a pipe
 
     def close(self, *, complete: bool) -> None:
-        if self.partial is None or self.path is None:
-            self._file.flush()
+        if self._file is None:
             return
         self._file.flush()
+        if self.partial is None or self.path is None:
+            return
         os.fsync(self._file.fileno())
         self._file.close()
         if complete:
@@ -255,6 +263,7 @@ class BatchJob:
     async def _drive(self, flow: Journaled[Work, Record], out: Output) -> None:
         with BatchProgress(_count_lines(self.input_path)) as progress, self._signals(flow):
             async with flow:
+                out.open()
                 async for outcome in flow:
                     record = outcome.value if outcome.ok and outcome.value else _error_record(outcome)
                     self.counts["ok" if record["status"] == "ok" else "error"] += 1
