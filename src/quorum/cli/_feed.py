@@ -18,6 +18,7 @@ from quorum.cli.common import plural, stderr
 from quorum.cli.progress import ProgressDisplay
 from quorum.engine.events import Event, EventKind
 from quorum.engine.outcome import Outcome, Status, Summary
+from quorum.store.cache import TOTALS as cache_totals
 
 
 def every_event(_event: Event) -> bool:
@@ -38,6 +39,7 @@ class Feed:
         self.display = ProgressDisplay(title, group=group)
         self.calls = Summary()
         self._is_call = is_call
+        self._cache_before = cache_totals.copy()  # durable jobs: hits during this command
 
     def __enter__(self) -> Feed:
         self.display.__enter__()
@@ -58,6 +60,9 @@ class Feed:
         and why the run stopped early, with what it spent in all."""
         self.calls.wall_s = run.wall_s
         stderr.print(f"[dim]calls: {escape(calls_line(self.calls))}[/dim]")
+        cached = cache_totals.since(self._cache_before)
+        if cached.hits:  # durable jobs
+            stderr.print(f"[dim]cache: {escape(cached.line())}[/dim]")
         if run.stopped:
             stderr.print(f"[yellow]stopped early: {escape(stopped_reason(run) or '')}[/yellow]")
 

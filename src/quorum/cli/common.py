@@ -109,6 +109,9 @@ TimeoutOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON instead of text.")]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither read nor fill the response cache (see quorum cache).")
+]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log every request and reply (keys redacted) to stderr.")
 ]
@@ -136,6 +139,7 @@ class Settings:
     timeout: float | None = None
     json: bool = False
     verbose: bool = False
+    cache: bool = True  # the response cache (quorum.store.cache); --no-cache turns it off
 
     @property
     def call_timeout(self) -> float:
@@ -156,6 +160,7 @@ class Settings:
             itpm=self.tpm if anthropic else None,
             tpm=None if anthropic else self.tpm,
             timeout=self.call_timeout,
+            cache=self.cache,
             **self._fake_options(provider),
         )
 
@@ -191,6 +196,7 @@ COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("tpm", TpmOpt, None),
     ("budget", BudgetOpt, None),
     ("timeout", TimeoutOpt, None),
+    ("no_cache", NoCacheOpt, False),
     ("json_output", JsonOpt, False),
     ("verbose", VerboseOpt, False),
 )
@@ -219,6 +225,7 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         common = {name: kwargs.pop(name) for name, _a, _d in COMMON_OPTIONS}
         common["json"] = common.pop("json_output")
+        common["cache"] = not common.pop("no_cache")
         return command(*args, settings=Settings(**common), **kwargs)
 
     wrapper.__annotations__ = hints | {n: a for n, a, _d in COMMON_OPTIONS}

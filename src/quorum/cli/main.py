@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 import quorum
-from quorum.cli import analyze, emulate, evaluate, moderate, review, translate
+from quorum.cli import analyze, batch, cache, emulate, evaluate, moderate, review, translate
 from quorum.cli.common import CONTEXT, Exit, examples, silence_stdout
 
 EPILOG = (
@@ -60,6 +60,8 @@ _command("analyze", analyze.command, analyze.EXAMPLES)
 _command("translate", translate.command, translate.EXAMPLES)
 _command("emulate", emulate.command, examples("quorum emulate --port 8080"))
 app.add_typer(evaluate.app, name="eval")
+app.command("batch")(batch.command)  # durable jobs
+app.add_typer(cache.app, name="cache")  # durable jobs
 
 
 def main() -> None:

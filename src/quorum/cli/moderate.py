@@ -105,6 +105,13 @@ def command(
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write verdicts in input order.")] = False,
     out: OutputOpt = None,
+    journal: Annotated[
+        str | None,
+        typer.Option("--journal", help="Record each verdict here; run again to judge only the rest."),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the --journal and judge every text.")
+    ] = False,
     *,
     settings: Settings,
 ) -> None:
@@ -122,6 +129,8 @@ def command(
         adaptive=Adaptive() if adaptive else None,
         ordered=ordered,
         out=out,
+        journal=journal,
+        restart=restart,
     )
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
@@ -239,6 +248,8 @@ class Job:
     statuses: Counter[str] = field(default_factory=Counter)
     blank: list[int] = field(default_factory=list)
     collected: list[dict[str, Any]] = field(default_factory=list)
+    journal: str | None = None  # durable jobs
+    restart: bool = False
 
     async def run(self) -> int:
         """Moderate every text, writing verdicts as they come; the exit code."""
@@ -277,6 +288,8 @@ class Job:
             threshold=self.threshold,
             adaptive=self.adaptive,
             ordered=self.ordered,
+            journal=self.journal,
+            restart=self.restart,
         )
 
     def _write(self, verdict: Verdict, stream: TextIO) -> None:

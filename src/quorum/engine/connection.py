@@ -41,6 +41,7 @@ from quorum.llm.ratelimits import RateLimitInfo
 from quorum.llm.registry import default_model, resolve
 from quorum.llm.secrets import redact
 from quorum.llm.types import Reply, Request
+from quorum.store.cache import ResponseCache, open_cache  # store: the response cache
 
 log = logging.getLogger("quorum.calls")
 
@@ -56,7 +57,9 @@ class Connection:
         retry: Retry | None = None,
         timeout: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self.cache = cache  # store: a hit skips the limits, the retries and the bill
         self.provider = provider
         self.limits = Limits(limits)
         self.retry = retry or Retry()
@@ -86,6 +89,9 @@ class Connection:
         The error raised is the last call's own, marked ``call_layer_done`` so that a
         task-level retry does not call again. Every call made is counted on the task."""
         cost = estimate(request)
+        cache_key, hit = self.cache.lookup(self.provider, request) if self.cache else ("", None)  # store
+        if hit is not None:  # store: answered before, costs nothing now
+            return hit
         first_try = self.clock.now()
         attempt = 0
         last: errors.QuorumError | None = None
@@ -113,6 +119,8 @@ class Connection:
                     cancel.__cause__ = last
                 raise
             context.charge(reply.usage, reply.cost, reply.latency_s)
+            if cache_key and self.cache is not None:  # store: keep the good answer
+                self.cache.put(cache_key, reply)  # store
             return reply
 
     def _delay(self, attempt: int, exc: BaseException, first_try: float) -> float | None:
@@ -237,6 +245,7 @@ def connect(
     max_pause: float = MAX_PAUSE_S,
     limits: Sequence[Limit] = (),
     clock: Clock = SYSTEM_CLOCK,
+    cache: bool | str | ResponseCache | None = None,
     **provider_options: Any,
 ) -> Connection:
     """A ``Connection`` to a model string (``"anthropic/claude-sonnet-5-5"``, ``"local"``,
@@ -246,8 +255,10 @@ def connect(
     ``concurrency`` caps calls in flight; ``rpm``, ``itpm``, ``otpm`` and ``tpm`` are
     requests, input tokens, output tokens and total tokens per minute. ``timeout`` bounds
     each call (seconds; ``None`` for none); ``max_pause`` is the longest pause a provider's
-    rate-limit headers may impose (seconds). Other keywords go to the provider
-    (``api_key``, ``base_url``...). Every number is checked: a ``ConfigError`` names a bad one.
+    rate-limit headers may impose (seconds). ``cache``: ``True`` for the response cache in
+    its default place, a path, or a ``ResponseCache`` (see ``quorum.store.cache``). Other
+    keywords go to the provider (``api_key``, ``base_url``...). Every number is checked: a
+    ``ConfigError`` names a bad one.
     """
     if isinstance(model, Connection):
         return model
@@ -269,7 +280,9 @@ def connect(
         model, why = default_model()
         log.info("no model given: using %s (%s)", model, why)
     provider = resolve(model, **provider_options) if isinstance(model, str) else model
-    return Connection(provider, limits=chosen, retry=retry, timeout=timeout, clock=clock)
+    return Connection(
+        provider, limits=chosen, retry=retry, timeout=timeout, clock=clock, cache=open_cache(cache)
+    )
 
 
 def _log_request(conn: Connection, request: Request) -> None:
