@@ -470,27 +470,45 @@ async def test_after_the_run_deadline_the_rest_are_skipped() -> None:
     assert result.summary.stopped == "the run's deadline passed"
 
 
-async def test_a_task_timeout_is_retried_under_the_run_retry() -> None:
+async def test_a_task_timeout_ends_the_task_whatever_the_retry() -> None:
+    """The timeout spans the task's tries: once it expired there is no time for another."""
     tries = 0
 
     async def fn(_: int) -> int:
         nonlocal tries
         tries += 1
-        await asyncio.sleep(LONG if tries == 1 else 0)
+        await asyncio.sleep(LONG)
         return tries
 
     clock = VirtualClock()
     result = await run(fn, [0], timeout=0.05, retry=Retry(attempts=2, jitter=0.0), clock=clock)
-    assert result.outcomes[0].status is Status.OK
-    assert result.outcomes[0].value == 2
-    assert clock.slept == [0.5]
+    assert result.outcomes[0].status is Status.TIMEOUT
+    assert tries == 1
+    assert clock.slept == []
+
+
+NAN = float("nan")
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"concurrency": 0}, {"timeout": 0}, {"deadline": -1}, {"colour": "blue"}, {"max_concurrent": 3}],
+    [
+        {"concurrency": 0},
+        {"concurrency": 1.5},
+        {"concurrency": True},
+        {"timeout": 0},
+        {"timeout": NAN},
+        {"timeout": float("inf")},
+        {"deadline": -1},
+        {"deadline": NAN},
+        {"deadline": "10"},
+        {"budget": 5},
+        {"on_event": "stderr"},
+        {"retry": 3},
+        {"ids": "name"},
+    ],
 )
-async def test_bad_or_unknown_run_options_raise_config_error(options: dict[str, Any]) -> None:
+async def test_bad_run_options_raise_config_error(options: dict[str, Any]) -> None:
     async def fn(i: int) -> int:
         return i
 
@@ -509,12 +527,14 @@ async def test_a_policy_that_is_not_a_policy_raises_config_error(policy: Any) ->
         await run(fn, [1], policy=policy)
 
 
-async def test_unknown_option_error_lists_the_known_ones() -> None:
+async def test_an_unknown_option_is_a_type_error_naming_it() -> None:
     async def fn(i: int) -> int:
         return i
 
-    with pytest.raises(errors.ConfigError, match="concurrency"):
-        await run(fn, [1], concurency=3)
+    with pytest.raises(TypeError, match="concurency"):
+        await run(fn, [1], concurency=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="max_concurrent"):
+        stream(fn, [1], max_concurrent=3)  # type: ignore[call-arg]
 
 
 async def test_items_that_are_not_iterable_raise_config_error() -> None:
@@ -755,7 +775,7 @@ async def test_async_iterables_work() -> None:
     assert result.values == ["aa", "bb", "cc"]
 
 
-async def test_a_failing_source_surfaces_its_error() -> None:
+async def test_a_failing_source_surfaces_its_error_with_the_outcomes_so_far() -> None:
     def items() -> Iterator[int]:
         yield 1
         raise OSError("disk gone")
@@ -763,8 +783,10 @@ async def test_a_failing_source_surfaces_its_error() -> None:
     async def fn(i: int) -> int:
         return i
 
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(errors.RunFailed, match="disk gone") as caught:
         await run(fn, items())
+    assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.result.values == [1]
 
 
 async def test_skipped_coroutine_items_are_closed_not_left_unawaited() -> None:
