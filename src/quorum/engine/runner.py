@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar
 
 from quorum import errors
-from quorum.engine import settings
 from quorum.engine.budget import Budget
 from quorum.engine.clock import SYSTEM_CLOCK, Clock
 from quorum.engine.context import Scope, current_meter, current_scope
 from quorum.engine.events import Event, EventKind, EventSink
 from quorum.engine.outcome import Outcome, RunResult, Status, Summary
-from quorum.engine.policy import Action, FailurePolicy, Policy, RunPolicy, Tally, rules_of
+from quorum.engine.plan import Plan, make_plan
+from quorum.engine.policy import Action, FailurePolicy, Policy, Tally
 from quorum.engine.retry import Retry
 from quorum.engine.source import Source, SourceFailed
 from quorum.engine.tasks import TaskRunner
@@ -40,21 +39,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEADLINE_PASSED = "the run's deadline passed"
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """One run's options, checked: the settings in force with the call's own laid over."""
-
-    settings: settings.Settings
-    rules: RunPolicy
-    retry: Retry | None
-    budget: Budget | None  # the run's own, besides the one in the settings
-    on_event: EventSink | None  # the run's own, before the enclosing run's sink
-    ids: Callable[[int, Any], str] | None
-    clock: Clock
-    label: str
-    ordered: bool
 
 
 async def run(
@@ -119,31 +103,6 @@ def stream(
     return Stream(fn, items, plan)
 
 
-def make_plan(
-    concurrency: int | None,
-    policy: object,
-    retry: Retry | None,
-    timeout: float | None,
-    deadline: float | None,
-    budget: Budget | None,
-    on_event: EventSink | None,
-    ids: Callable[[int, Any], str] | None,
-    clock: Clock,
-    label: str,
-    ordered: bool = False,
-) -> Plan:
-    """The run's plan; a ``ConfigError`` names any option that is wrong."""
-    chosen = settings.current().but(concurrency=concurrency, timeout=timeout, deadline=deadline)
-    settings.Settings(budget=budget, on_event=on_event)  # checks the run's own
-    rules = rules_of(policy)
-    if retry is not None and not isinstance(retry, Retry):
-        raise errors.ConfigError(f"retry must be a quorum.Retry, got {retry!r}; e.g. retry=Retry(attempts=3)")
-    if ids is not None and not callable(ids):
-        raise errors.ConfigError(f"ids must be callable as ids(index, item) -> str, got {ids!r}")
-    task_retry = retry if retry is not None else rules.retry
-    return Plan(chosen, rules, task_retry, budget, on_event, ids, clock, label, ordered)
-
-
 class Stream(Generic[T, R]):
     """An iteration over a run's outcomes that owns the workers producing them."""
 
@@ -194,22 +153,12 @@ class Stream(Generic[T, R]):
         await self.aclose()
 
     def _start(self) -> None:
-        chosen = self._plan.settings
-        outer = current_scope.get() or Scope()
         parent = current_meter.get()
-        ends = [parent.deadline if parent else None]  # a run inside a task ends with it
-        if chosen.deadline is not None:
-            ends.append(asyncio.get_running_loop().time() + chosen.deadline)
-        known = [end for end in ends if end is not None]
-        self._scope = outer.child(
-            self._plan.label,
-            sink=self._plan.on_event or outer.sink or chosen.on_event,
-            budgets=(chosen.budget, self._plan.budget),
-            deadline=min(known) if known else None,
-        )
+        now = asyncio.get_running_loop().time()
+        self._scope = self._plan.scope_in(current_scope.get() or Scope(), parent, now)
         self._tasks = TaskRunner(
             self._fn,
-            timeout=chosen.timeout,
+            timeout=self._plan.settings.timeout,
             retry=self._plan.retry,
             clock=self._plan.clock,
             scope=self._scope,
