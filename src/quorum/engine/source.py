@@ -46,7 +46,12 @@ class Source(Generic[T]):
         if self._done:
             return None
         try:
-            return await self._next()
+            if self._sync is not None:
+                for item in self._sync:  # not next(): a StopIteration cannot leave a coroutine
+                    return (item,)
+                self._done = True
+                return None
+            return await self._next_async()
         except StopAsyncIteration:
             self._done = True
             return None
@@ -54,11 +59,7 @@ class Source(Generic[T]):
             self._done = True
             raise SourceFailed(errors.describe(exc)) from exc
 
-    async def _next(self) -> tuple[T]:
-        if self._sync is not None:
-            for item in self._sync:  # not next(): a StopIteration cannot leave a coroutine
-                return (item,)
-            raise StopAsyncIteration
+    async def _next_async(self) -> tuple[T]:
         assert self._async is not None
         async with self._lock:
             if self._done:

@@ -50,10 +50,9 @@ class TaskRunner(Generic[T, R]):
         """Run the task, retried as the run says; fill in ``outcome``'s status, value,
         error, times and account. A policy's cancellation ends it as CANCELLED; the
         stream's own closing is passed on."""
-        loop = asyncio.get_running_loop()
         meter = Meter(outcome.id, outcome.index, self.clock, self.scope, self.parent)
         if self.timeout is not None:
-            meter.deadline = loop.time() + self.timeout
+            meter.deadline = asyncio.get_running_loop().time() + self.timeout
         me = asyncio.current_task()
         assert me is not None
         self.executing.add(me)
@@ -100,8 +99,16 @@ class TaskRunner(Generic[T, R]):
 
     async def _try(self, item: T, meter: Meter, outcome: Outcome[R]) -> BaseException | None:
         """One try. Sets status, value and error; returns the error (``None`` on success)."""
+        left = self._time_left(meter)
+        if left is None:  # nothing bounds it: spare the timer
+            try:
+                outcome.value = await self.fn(item)
+            except Exception as exc:
+                return _failed(outcome, Status.ERROR, exc)
+            outcome.status, outcome.error = Status.OK, None
+            return None
         try:
-            async with asyncio.timeout(self._time_left(meter)) as limit:
+            async with asyncio.timeout(left) as limit:
                 outcome.value = await self.fn(item)
         except TimeoutError as exc:
             if not limit.expired():
@@ -113,8 +120,11 @@ class TaskRunner(Generic[T, R]):
         return None
 
     def _time_left(self, meter: Meter) -> float | None:
-        ends = [end for end in (self.scope.deadline, meter.deadline) if end is not None]
-        return min(ends) - asyncio.get_running_loop().time() if ends else None
+        run_end, task_end = self.scope.deadline, meter.deadline
+        if run_end is None and task_end is None:
+            return None
+        end = min(e for e in (run_end, task_end) if e is not None)
+        return end - asyncio.get_running_loop().time()
 
     def deadline_passed(self) -> bool:
         deadline = self.scope.deadline
