@@ -255,9 +255,12 @@ async def test_stream_raises_the_policy_error_at_the_end() -> None:
             async for outcome in outcomes:
                 seen.append(outcome)
 
-    with pytest.raises(errors.IncompleteRun):
+    with pytest.raises(errors.IncompleteRun) as caught:
         await consume()
     assert sorted(o.index for o in seen) == [0, 1, 2]
+    result = caught.value.result
+    assert isinstance(result, RunResult)  # the same type as run's, its outcomes were yielded
+    assert result.summary.count(Status.ERROR) == 1
 
 
 async def test_stream_with_fail_fast_yields_what_ended_then_raises() -> None:

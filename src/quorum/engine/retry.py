@@ -10,7 +10,6 @@ a number of attempts and a total deadline across them.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,12 +113,12 @@ CHAPTER_RETRY = Retry(
     attempts=3,
     base_delay=1.0,
     multiplier=2.0,
-    max_delay=math.inf,
+    max_delay=600.0,  # the chapter has no cap; ten minutes is as good as none for a task
     jitter=0.0,
     deadline=None,
     retry_on=worth_rerunning,
 )
 """The chapter's task-level schedule, defined once: 3 tries in all, waiting 1 s then 2 s
-(``retry_delay * 2**n``, no jitter, no cap), and only for failures that re-running may
+(``retry_delay * 2**n``, no jitter), and only for failures that re-running may
 fix (``worth_rerunning``). ``FailurePolicy.RETRY`` uses it; the chapter's
 ``parallel_with_policy`` and ``execute_with_retry`` change its attempts and first delay."""
