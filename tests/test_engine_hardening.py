@@ -28,6 +28,7 @@ from quorum.engine import (
 )
 from quorum.engine import context as engine_context
 from quorum.llm import FakeProvider, Request, load_rules
+from quorum.llm.types import Usage
 from quorum.testing.clock import VirtualClock
 
 LONG = 30.0  # a wait no test sits through: such tasks always end by a timeout or a cancel
@@ -363,6 +364,18 @@ async def test_a_timeout_keeps_the_last_call_error_as_its_cause_and_counts_the_c
     assert outcome.error is not None
     assert outcome.error.__cause__ is failure
     assert outcome.calls == 1
+
+
+async def test_a_call_answered_after_a_retry_is_not_blamed_for_a_later_timeout() -> None:
+    async def fn(_: int) -> None:
+        engine_context.note_retry(1, 0.5, errors.ServerError("500", status=500))
+        engine_context.charge(Usage(2, 1), None)  # the retried call was answered
+        await asyncio.sleep(LONG)  # then the task's own work ran too long
+
+    outcome = (await run(fn, [0], timeout=0.02)).outcomes[0]
+    assert outcome.status is Status.TIMEOUT
+    assert outcome.error is not None
+    assert outcome.error.__cause__ is None
 
 
 async def test_a_timeout_through_a_connection_names_the_failed_call() -> None:

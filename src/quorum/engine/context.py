@@ -83,6 +83,7 @@ class Meter:
     last_error: BaseException | None = None  # the last failed call's error, kept as a timeout's cause
 
     def charge(self, usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
+        self.last_error = None  # answered: an earlier failure no longer explains a timeout
         meter: Meter | None = self
         while meter is not None:
             meter.calls += 1

@@ -120,7 +120,7 @@ class Stream(Generic[T, R]):
         self._rules = plan.rules
         self._concurrency = plan.settings.concurrency
         self.summary = Summary()
-        self.tally = Tally()
+        self._tally = Tally()
         self._kept: list[Outcome[R]] | None = [] if keep else None
         self._outbox: asyncio.Queue[Outcome[R] | None] = asyncio.Queue()
         self._reorder: dict[int, Outcome[R]] = {}
@@ -255,7 +255,7 @@ class Stream(Generic[T, R]):
             ) from crash.__cause__
         if crash is not None:
             raise crash
-        problem = self._rules.verdict(self.tally, self.result())
+        problem = self._rules.verdict(self._tally, self.result())
         if problem is not None:
             raise problem
         raise StopAsyncIteration
@@ -288,7 +288,7 @@ class Stream(Generic[T, R]):
                 if self._closed:
                     raise
                 _uncancel()  # a policy stop landed between tasks: nothing to account
-        if self._crash is not None or (self.tally.stopped is not None and not self._source.sized):
+        if self._crash is not None or (self._tally.stopped is not None and not self._source.sized):
             return None  # an iterator may be endless: after a stop, pull nothing more
         pulled = await self._source.next()
         if pulled is None:
@@ -303,7 +303,7 @@ class Stream(Generic[T, R]):
         task_id = plan.ids(index, item) if plan.ids else f"task_{index}"
         outcome: Outcome[R] = Outcome(index, task_id, Status.SKIPPED, queued_at=now())
         self._emit(EventKind.QUEUED, outcome)
-        reason = self.tally.stopped or self._scope.exhausted() or self._deadline_passed()
+        reason = self._tally.stopped or self._scope.exhausted() or self._deadline_passed()
         if reason:
             self._stop(reason, cancel_in_flight=False)
             _discard(item)
@@ -319,8 +319,8 @@ class Stream(Generic[T, R]):
 
     def _deliver(self, outcome: Outcome[R]) -> None:
         self.summary.add(outcome)
-        self.tally.count(outcome, keep=self._rules.keeps_failures(self.tally))
-        decision = self._rules.decide(outcome, self.tally)
+        self._tally.count(outcome, keep=self._rules.keeps_failures(self._tally))
+        decision = self._rules.decide(outcome, self._tally)
         if decision.action is not Action.CONTINUE:
             self._stop(decision.reason, cancel_in_flight=decision.action is Action.CANCEL)
         self._outbox.put_nowait(outcome)
@@ -341,8 +341,8 @@ class Stream(Generic[T, R]):
 
     def _stop(self, reason: str, *, cancel_in_flight: bool) -> None:
         """Stop dispatching; optionally cancel the tasks running now (not the caller)."""
-        if self.tally.stopped is None:
-            self.tally.stopped = self.summary.stopped = reason
+        if self._tally.stopped is None:
+            self._tally.stopped = self.summary.stopped = reason
         if cancel_in_flight and self._tasks is not None:
             me = asyncio.current_task()
             for task in list(self._tasks.executing):
