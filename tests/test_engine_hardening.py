@@ -65,6 +65,25 @@ async def test_retry_policy_over_an_always_failing_provider_makes_at_most_four_c
     assert outcome.attempts == len(fake.calls)
 
 
+async def test_retry_policy_over_a_connection_that_marks_its_final_error_makes_four_calls() -> None:
+    """The contract, shown with the mark set by hand where the connection will set it."""
+    clock = VirtualClock()
+    fake = FakeProvider(rules=load_rules([{"match": ".", "error": "server_error"}]))
+    llm = connect(fake, clock=clock)
+
+    async def complete(request: Request) -> Any:
+        try:
+            return await llm.complete(request)
+        except errors.QuorumError as exc:
+            exc.call_layer_done = True
+            raise
+
+    result = await run(complete, [request("hello")], policy=FailurePolicy.RETRY, clock=clock)
+    assert result.outcomes[0].status is Status.ERROR
+    assert len(fake.calls) == llm.retry.attempts == 4
+    assert result.outcomes[0].attempts == 4
+
+
 async def test_retry_policy_does_not_rerun_what_the_call_layer_gave_up_on() -> None:
     clock = VirtualClock()
     tries = 0
