@@ -173,10 +173,15 @@ def test_language_codes_and_names() -> None:
         "Japanese",
         "Klingon",
     ]
-    with pytest.raises(ConfigError, match="unknown language code 'xx'"):
+    assert language_name("tl") == "Filipino"  # any registered tag, named in English
+    with pytest.raises(ConfigError, match="'xx' is not a language code or name"):
         language_name("xx")
-    with pytest.raises(ConfigError, match="not a language name"):
+    with pytest.raises(ConfigError, match="not a language code or name"):
         language_name("{input}")
+    with pytest.raises(ConfigError, match=r"did you mean French\?"):
+        language_name("Frnch")
+    with pytest.raises(ConfigError, match=r"did you mean fr \(French\)\?"):
+        language_name("fr-notalang")
     with pytest.raises(ConfigError, match="French is asked for twice"):
         language_names(["fr", "French"])
     with pytest.raises(ConfigError, match="at least one"):
@@ -195,7 +200,7 @@ def test_identical_wordings_are_one_candidate() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"personas": []}, "at least one persona"), ({"consensus_threshold": 0}, "consensus_threshold")],
+    [({"personas": []}, "at least one persona"), ({"consensus_threshold": 0}, "consensus threshold")],
 )
 def test_bad_settings_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -251,5 +256,15 @@ def test_cli_unknown_language_fails_before_any_call(cli: CliRunner, emulator: Em
     before = emulator.stats.total
     result = invoke(cli, TEXT, "--to", "fr,zz")
     assert result.exit_code == 2
-    assert "unknown language code 'zz'" in result.stderr
+    assert "--to: 'zz' is not a language code or name" in result.stderr
+    assert emulator.stats.total == before
+
+
+def test_cli_refuses_a_language_that_does_not_exist(cli: CliRunner, emulator: Emulator) -> None:
+    before = emulator.stats.total
+    result = invoke(cli, "hello", "--to", "zz-notalang")
+    assert result.exit_code == 2
+    assert "'zz-notalang' is not a language code or name" in result.stderr
+    near = invoke(cli, "hello", "--to", "Germn")
+    assert "did you mean German?" in near.stderr
     assert emulator.stats.total == before

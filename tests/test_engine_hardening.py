@@ -50,9 +50,6 @@ def request(text: str) -> Request:
 # -- one retry layer -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="needs the connection to mark the error it finally raises (call_layer_done)", strict=False
-)
 async def test_retry_policy_over_an_always_failing_provider_makes_at_most_four_calls() -> None:
     clock = VirtualClock()
     fake = FakeProvider(rules=load_rules([{"match": ".", "error": "server_error"}]))

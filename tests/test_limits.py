@@ -243,9 +243,10 @@ async def test_a_too_large_request_through_a_connection_is_never_sent_nor_retrie
         await llm.complete(Request.of("word " * 200))
     assert fake.calls == []
     assert clock.slept == []
-    concurrency = llm.limits.limits[0]
-    assert isinstance(concurrency, Concurrency)
-    assert concurrency.in_flight == 0  # the slot taken before the refusal was given back
+    # The slot taken before the refusal was given back: two calls still run at once.
+    fake.latency = 0.001
+    await asyncio.gather(*(llm.complete(Request.of(str(i))) for i in range(2)))
+    assert fake.max_in_flight == 2
 
 
 # -- learning from the provider ------------------------------------------------------------------

@@ -159,7 +159,7 @@ async def test_request_fields_reach_the_wire(llm: AnthropicProvider, emu: Emulat
 async def test_temperature_is_not_sent_and_the_loss_is_logged(
     llm: AnthropicProvider, emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="quorum.llm.anthropic"):
+    with caplog.at_level(logging.DEBUG, logger="quorum.llm.anthropic"):
         reply = await llm.complete(Request.of("greet", temperature=0.7))
         await llm.complete(Request.of("greet", temperature=0.9))
     assert reply.text == "Hello from the script."
@@ -180,7 +180,7 @@ async def test_temperature_is_not_sent_and_the_loss_is_logged(
         ("e404", errors.NotFound, 404),
         ("ereset", errors.ConnectionFailed, None),
         ("ehang", errors.Timeout, None),
-        ("ebroken", errors.InvalidReply, None),
+        ("ebroken", errors.MalformedReply, None),
     ],
 )
 async def test_every_failure_maps_to_its_class(
@@ -230,7 +230,7 @@ async def test_enforced_limit_is_rate_limited_with_the_wait() -> None:
         ("500", errors.ServerError),
         ("reset", errors.ConnectionFailed),
         ("hang", errors.Timeout),
-        ("malformed", errors.InvalidReply),
+        ("malformed", errors.MalformedReply),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

@@ -160,7 +160,7 @@ async def test_request_fields_reach_the_wire(llm: OpenAIProvider, emu: Emulator)
         ("e404", errors.NotFound, 404),
         ("ereset", errors.ConnectionFailed, None),
         ("ehang", errors.Timeout, None),
-        ("ebroken", errors.InvalidReply, None),
+        ("ebroken", errors.MalformedReply, None),
     ],
 )
 async def test_every_failure_maps_to_its_class(
@@ -193,7 +193,7 @@ async def test_rate_limited_carries_retry_after_and_headers(llm: OpenAIProvider)
         ("500", errors.ServerError),
         ("reset", errors.ConnectionFailed),
         ("hang", errors.Timeout),
-        ("malformed", errors.InvalidReply),
+        ("malformed", errors.MalformedReply),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

@@ -8,22 +8,26 @@ and the retry layer decides from the class alone::
     ├── ConfigError                 a user mistake: fix the call or the environment
     │   ├── MissingKey              an API key variable is not set
     │   ├── UnknownProvider         "provider/model" names no registered provider
-    │   └── LocalModelUnavailable   the `local` extra or its weights are missing
+    │   ├── LocalModelUnavailable   the `local` extra or its weights are missing
+    │   └── MalformedInput          an input line that is not a text to judge
     ├── ProviderError               a call to a model failed
     │   ├── TransientError          worth retrying: the retry layer does
     │   │   ├── RateLimited         429, carries retry_after
     │   │   ├── Overloaded          529
     │   │   ├── ServerError         5xx, 408, 409
     │   │   ├── Timeout             no answer in time
-    │   │   └── ConnectionFailed    refused, reset, DNS
+    │   │   ├── ConnectionFailed    refused, reset, DNS
+    │   │   └── MalformedReply      a body that does not parse: garbled on the way
     │   └── PermanentError          retrying cannot help
     │       ├── BadRequest          400, 413, 422
     │       │   └── ContextOverflow the prompt does not fit the model's context
     │       ├── AuthError           401, 403
     │       ├── NotFound            404
-    │       └── InvalidReply        garbage, a schema violation or a cut-off answer
+    │       ├── InvalidReply        a parsed answer that breaks the schema, or is cut off
+    │       └── PoolClosed          the local model pool was closed
     ├── RequestTooLarge             one request is bigger than a whole rate-limit bucket
     ├── BudgetExceeded              a dollar or token cap was reached
+    ├── TranslationError            every translator of a language failed
     └── RunFailed                   a run's failure policy gave up; carries the run's result
         ├── RunAborted              FAIL_FAST: the first failure stopped the run
         ├── IncompleteRun           REQUIRE_ALL: every failure listed
@@ -35,10 +39,7 @@ expected, what to do. They never contain an API key (see ``quorum.llm.secrets``)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from quorum.llm.ratelimits import RateLimitInfo
+from typing import Any
 
 
 class QuorumError(Exception):
@@ -67,14 +68,17 @@ class LocalModelUnavailable(ConfigError):
     """The embedded model cannot run: the extra or the weights are missing."""
 
 
+class MalformedInput(ConfigError):
+    """An input line that is not a text to judge (bad JSON, no ``text``...)."""
+
+
 class ProviderError(QuorumError):
     """A call to a model provider failed.
 
     ``status`` is the HTTP status when there was one; ``rate_limits`` holds what the
-    provider's rate-limit headers said, so the limiter can learn from failures too.
+    provider's rate-limit headers said (a ``quorum.llm.ratelimits.RateLimitInfo``), so
+    the limiter can learn from failures too.
     """
-
-    retryable = False
 
     def __init__(
         self,
@@ -82,7 +86,7 @@ class ProviderError(QuorumError):
         *,
         status: int | None = None,
         provider: str | None = None,
-        rate_limits: RateLimitInfo | None = None,
+        rate_limits: Any = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -92,8 +96,6 @@ class ProviderError(QuorumError):
 
 class TransientError(ProviderError):
     """A failure that may pass: the retry layer tries again after a backoff."""
-
-    retryable = True
 
 
 class RateLimited(TransientError):
@@ -118,6 +120,12 @@ class Timeout(TransientError):
 
 class ConnectionFailed(TransientError):
     """The connection could not be made or broke before an answer came."""
+
+
+class MalformedReply(TransientError):
+    """A 200 whose body does not parse (broken JSON, a garbled stream): a fault on the
+    way, not the model's answer, so it is retried like a reset. A body that parses but
+    breaks the requested schema is ``InvalidReply``, which is final."""
 
 
 class PermanentError(ProviderError):
@@ -160,12 +168,20 @@ class InvalidReply(PermanentError):
         return self
 
 
+class PoolClosed(PermanentError):
+    """The local model pool was closed before or while a call ran."""
+
+
 class RequestTooLarge(QuorumError):
     """One request needs more than a whole rate-limit bucket holds: it could never run."""
 
 
 class BudgetExceeded(QuorumError):
     """A run's dollar or token cap has been reached; nothing more is dispatched."""
+
+
+class TranslationError(QuorumError):
+    """A language could not be translated: every translator failed."""
 
 
 class RunFailed(QuorumError):

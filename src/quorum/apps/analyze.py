@@ -9,8 +9,9 @@ its prompts and system prompts); ``load_sections`` reads others from a TOML file
     system = "You are a cautious risk analyst."   # optional
 
 Every template is checked when the file is read, before any call: a mistake is one
-``ConfigError`` naming the file and the section. Failed sections are kept in the result
-and listed in the Markdown, never dropped.
+``ConfigError`` naming the file and the section. A document too long for the model's
+context is refused before any call, with its size and the model's. Failed sections are
+kept in the result and listed in the Markdown, never dropped.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from __future__ import annotations
 import string
 import tomllib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from quorum.apps.totals import SCHEMA_VERSION, totals
+from quorum.engine import settings
 from quorum.engine.budget import Budget
 from quorum.engine.connection import connect
 from quorum.engine.context import nest
+from quorum.engine.cost import CHARS_PER_TOKEN
 from quorum.engine.events import EventSink
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
-from quorum.patterns.sectioning import Section, SectioningResult, SectioningWorkflow, check_template
+from quorum.llm.secrets import redact
+from quorum.patterns.sectioning import Section, SectioningResult, SectioningWorkflow, check_template, merge
 
 # The chapter's ``analyze_document_example``: same names, prompts and system prompts.
 SECTIONS: tuple[Section, ...] = (
@@ -54,7 +60,6 @@ SECTIONS: tuple[Section, ...] = (
 )
 SECTION_KEYS = ("name", "prompt", "system")
 MAX_TOKENS = 1024
-CONCURRENCY = 5
 
 
 async def analyze(
@@ -63,19 +68,43 @@ async def analyze(
     llm: Provider | str | None = None,
     sections: Sequence[Section] = SECTIONS,
     max_tokens: int = MAX_TOKENS,
-    concurrency: int = CONCURRENCY,
+    concurrency: int | None = None,
     budget: Budget | None = None,
     on_event: EventSink | None = None,
 ) -> SectioningResult:
     """Run every section over ``text`` at once; the result merges them in section order.
 
     ``llm``: a provider, connection or model string (``None``: the default model).
-    ``budget`` and ``on_event`` reach every section's call."""
+    ``concurrency``, ``budget`` and ``on_event`` default to the run settings in force
+    (``quorum.engine.settings.use``) and reach every section's call."""
     if not text.strip():
         raise ConfigError("the document is empty: there is nothing to analyze")
-    workflow = SectioningWorkflow(max_tokens=max_tokens, max_concurrent=concurrency, llm=connect(llm))
-    with nest(on_event=on_event, budget=budget):
+    connection = connect(llm)
+    check_fits(text, sections, max_context=connection.capabilities.max_context, max_tokens=max_tokens)
+    chosen = settings.current()
+    workflow = SectioningWorkflow(
+        max_tokens=max_tokens, max_concurrent=concurrency or chosen.concurrency, llm=connection
+    )
+    with nest(on_event=on_event or chosen.on_event, budget=budget or chosen.budget):
         return await workflow.run(sections, text)
+
+
+def check_fits(text: str, sections: Sequence[Section], *, max_context: int | None, max_tokens: int) -> None:
+    """Refuse, before any call, a document that no section's request could hold: every
+    section would fail the same way after the wait. The estimate is quorum's usual
+    four characters a token, so a document that passes may still be refused by the model."""
+    if max_context is None:
+        return
+    longest = max(len(s.prompt_template) + len(s.system_prompt or "") for s in sections)
+    needed = (len(text) + longest) // CHARS_PER_TOKEN + max_tokens
+    if needed > max_context:
+        room = max(0, (max_context - max_tokens) * CHARS_PER_TOKEN - longest)
+        raise ConfigError(
+            f"the document is {len(text):,} characters (about {len(text) // CHARS_PER_TOKEN:,} tokens), "
+            f"but the model reads at most {max_context:,} tokens, its answer of up to {max_tokens:,} "
+            f"included: about {room:,} characters of document fit. Analyze a shorter part, or use "
+            "a model with a larger context (e.g. --model anthropic/claude-haiku-4-5)"
+        )
 
 
 def load_sections(path: str | Path) -> list[Section]:
@@ -114,7 +143,10 @@ def _section(raw: Any, where: str, path: str) -> Section:
         raise ConfigError(f"{where}: 'system' must be a string")
     name, prompt = raw["name"].strip(), raw["prompt"]
     named = f"{path}: section {name!r}"
-    check_template(prompt, where=named)
+    try:
+        check_template(prompt, where=named)
+    except ConfigError as exc:  # the file's key is "prompt", whatever the Python field is called
+        raise ConfigError(str(exc).replace("prompt_template", "prompt")) from exc
     if not _uses_input(prompt):
         raise ConfigError(f"{named}: prompt never uses {{input}}, so the document would not be sent")
     return Section(name=name, prompt_template=prompt, system_prompt=raw.get("system") or None)
@@ -133,14 +165,21 @@ def _check_unique(sections: Sequence[Section], where: str) -> None:
 
 
 def to_markdown(result: SectioningResult, *, title: str | None = None) -> str:
-    """The merged sections as Markdown, failed sections listed at the end."""
-    body = result.merged if result.merged is not None else ""
+    """The merged sections as Markdown, failed sections listed at the end (their errors
+    redacted: a base URL in an error can carry credentials)."""
+    body = _merged(result)
     return f"# {title}\n\n{body}\n" if title else f"{body}\n"
 
 
+def _merged(result: SectioningResult) -> str:
+    return merge([replace(r, error=redact(r.error) if r.error else None) for r in result.sections.values()])
+
+
 def to_json(result: SectioningResult, *, source: str | None = None) -> dict[str, Any]:
-    """The result as plain JSON data: every section in order, failed ones included."""
+    """The result as plain JSON data: every section in order, failed ones included, and
+    the run's totals under the keys every command shares (``quorum.apps.totals``)."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "source": source,
         "sections": [
             {
@@ -148,15 +187,15 @@ def to_json(result: SectioningResult, *, source: str | None = None) -> dict[str,
                 "success": r.success,
                 "status": r.status,
                 "content": r.content,
-                "error": r.error,
-                "execution_time": round(r.execution_time, 3),
+                "error": redact(r.error) if r.error else None,
+                "wall_s": round(r.execution_time, 3),
+                "usage": r.usage.as_json(),
+                "cost_usd": r.cost,
             }
             for r in result.sections.values()
         ],
         "successful": result.successful,
         "failed": result.failed,
-        "execution_time": round(result.execution_time, 3),
-        "usage": result.usage.as_json(),
-        "cost": result.cost,
-        "merged": result.merged,
+        "merged": _merged(result),
+        "summary": {"sections": len(result.sections), **totals(result.summary)},
     }

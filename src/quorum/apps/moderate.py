@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from quorum.engine import settings
 from quorum.engine.budget import Budget
 from quorum.engine.connection import connect
 from quorum.engine.context import nest
 from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.runner import stream
-from quorum.errors import ConfigError
+from quorum.errors import ConfigError, MalformedInput
 from quorum.llm.provider import Provider
+from quorum.llm.secrets import redact
 from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.normalize import fold
 from quorum.patterns.voting import Voter, VotingResult, VotingWorkflow
@@ -69,14 +71,9 @@ MODERATORS: tuple[Voter, ...] = (
 )
 OPTIONS: tuple[str, ...] = ("acceptable", "needs_review", "rejected")
 THRESHOLD = 0.6
-CONCURRENCY = 8
 VOTES_LABEL = "votes"  # the label of every text's nested vote, so its events can be told apart
 
 ItemId = str | int
-
-
-class MalformedInput(ConfigError):
-    """An input line that is not a text to judge (bad JSON, no ``text``...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +137,9 @@ class Verdict:
             "votes_used": self.votes_used,
             "stopped_early": self.stopped_early,
             "decisions": self.decisions,
-            "vote_errors": self.vote_errors,
-            "error": self.error,
+            # A base URL in an error can carry credentials: errors are shown redacted.
+            "vote_errors": {name: redact(why) for name, why in self.vote_errors.items()},
+            "error": redact(self.error) if self.error else None,
         }
 
 
@@ -163,7 +161,7 @@ def moderate(
     threshold: float = THRESHOLD,
     adaptive: Adaptive | None = None,
     ordered: bool = False,
-    concurrency: int = CONCURRENCY,
+    concurrency: int | None = None,
     budget: Budget | None = None,
     on_event: EventSink | None = None,
 ) -> Moderation:
@@ -171,21 +169,23 @@ def moderate(
 
     ``llm``: a provider, connection or model string (``None``: the default model).
     ``threshold``: the winner's share of valid votes needed for ``consensus``.
-    ``adaptive``: stop each vote early once its winner is settled. The ballot is checked
-    here, before any call."""
+    ``adaptive``: stop each vote early once its winner is settled. ``concurrency`` (texts
+    in flight), ``budget`` and ``on_event`` default to the run settings in force
+    (``quorum.engine.settings.use``). The ballot is checked here, before any call."""
     if isinstance(texts, str):
         raise ConfigError("texts is one string; pass a list of texts, e.g. moderate([text], ...)")
     check_ballot(voters, options)
     workflow = VotingWorkflow(llm=connect(llm), consensus_threshold=threshold, adaptive=adaptive)
+    chosen = settings.current()
     return Moderation(
         workflow,
         voters,
         options,
         texts,
         ordered=ordered,
-        concurrency=concurrency,
-        budget=budget,
-        on_event=on_event,
+        concurrency=concurrency or chosen.concurrency,
+        budget=budget or chosen.budget,
+        on_event=on_event or chosen.on_event,
     )
 
 
@@ -315,7 +315,8 @@ def item_from_json(raw: str, number: int) -> Item | None:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        return unreadable(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+        # Some of json's messages end in "at" already ("Invalid control character at").
+        return unreadable(number, f"not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})")
     if isinstance(value, str):
         return Item(number, value, number) if value.strip() else unreadable(number, "an empty text")
     if not isinstance(value, dict):

@@ -18,29 +18,58 @@ ones included; ``on_event`` sees them, labelled by language.
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
+import langcodes
+
+from quorum.apps.translate_report import (
+    DISPUTED,
+    FAILED,
+    HIGH_CONSENSUS,
+    Candidate,
+    LanguageResult,
+    TranslationResult,
+)
+from quorum.engine import settings
 from quorum.engine.budget import Budget
 from quorum.engine.connection import LazyConnection
 from quorum.engine.context import nest
 from quorum.engine.events import EventSink
-from quorum.engine.outcome import Summary
 from quorum.engine.runner import run
-from quorum.errors import ConfigError, InvalidReply, QuorumError
+from quorum.errors import ConfigError, InvalidReply, TranslationError
 from quorum.llm.provider import Provider
-from quorum.llm.types import Request, Usage
+from quorum.llm.types import Request
 from quorum.patterns.aggregation import cluster_vote, normalize_text
 from quorum.patterns.sectioning import Section, SectioningWorkflow, SectionResult
-from quorum.patterns.voting import Vote, Voter, VotingResult, VotingWorkflow
+from quorum.patterns.voting import Voter, VotingResult, VotingWorkflow
 
-HIGH_CONSENSUS = "high-consensus"
-DISPUTED = "disputed"
-FAILED = "failed"
+# The result types live with the report (``translate_report``), which imports nothing
+# from here; they are named here too, where the workflow that makes them is.
+__all__ = [
+    "DEFAULT_PERSONAS",
+    "DISPUTED",
+    "FAILED",
+    "HIGH_CONSENSUS",
+    "LANGUAGES",
+    "Candidate",
+    "LanguageResult",
+    "Persona",
+    "TranslationError",
+    "TranslationResult",
+    "TranslationWorkflow",
+    "choice_prompt",
+    "decide",
+    "group_candidates",
+    "language_name",
+    "language_names",
+    "translation_template",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,92 +115,13 @@ LANGUAGES: Mapping[str, str] = {
     "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese",
     "zh": "Chinese (Simplified)", "zh-tw": "Chinese (Traditional)",
 }  # fmt: skip
-_CODE = re.compile(r"[a-z]{2}(-[a-z]{2,4})?")
+_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
 _NAME = re.compile(r"[^\W\d_]+([ '()-]+[^\W\d_]*)*\)?")
 LABELS = string.ascii_uppercase
 VOTE_MAX_TOKENS = 512
 
 
-# -- results -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One distinct translation: the option voters choose (``label``), its text, and the
-    personas who wrote it (identical translations are one candidate)."""
-
-    label: str
-    text: str
-    personas: tuple[str, ...]
-
-
-@dataclass
-class LanguageResult:
-    """One language's outcome. ``status``: ``high-consensus``, ``disputed`` or ``failed``.
-    ``translation`` is the winner's text; on a tie (``winner`` is ``None``) the first tied
-    candidate's, and the language is disputed. ``confidence`` is the winner's share of the
-    valid votes (with a single candidate, the share of personas who wrote it)."""
-
-    language: str
-    status: str
-    translation: str | None = None
-    winner: str | None = None
-    confidence: float = 0.0
-    candidates: list[Candidate] = field(default_factory=list)
-    votes: list[Vote] = field(default_factory=list)
-    vote_counts: dict[str, int] = field(default_factory=dict)
-    translator_errors: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    execution_time: float = 0.0
-    usage: Usage = field(default_factory=Usage)
-    cost: float | None = None
-
-    @property
-    def success(self) -> bool:
-        return self.status != FAILED
-
-    @property
-    def content(self) -> str:
-        """What the language's section shows: the chosen translation."""
-        return self.translation or ""
-
-
-@dataclass
-class TranslationResult:
-    """Every language asked for, in order, failed ones included, and the run's totals."""
-
-    text: str
-    languages: dict[str, LanguageResult]
-    consensus_threshold: float
-    execution_time: float
-    usage: Usage = field(default_factory=Usage)
-    cost: float | None = None
-    summary: Summary = field(default_factory=Summary)
-
-    @property
-    def translations(self) -> dict[str, str]:
-        """Language → chosen translation, for the languages that did not fail."""
-        return {name: r.translation for name, r in self.languages.items() if r.translation is not None}
-
-    @property
-    def failed(self) -> list[str]:
-        return [name for name, r in self.languages.items() if not r.success]
-
-    def with_status(self, status: str) -> list[str]:
-        return [name for name, r in self.languages.items() if r.status == status]
-
-    def report(self) -> str:
-        """All translations with their confidence and status, as Markdown."""
-        from quorum.apps.translate_report import markdown  # the report module imports this one
-
-        return markdown(self)
-
-
 # -- the workflow --------------------------------------------------------------------------
-
-
-class TranslationError(QuorumError):
-    """A language could not be translated: every translator failed."""
 
 
 class TranslationWorkflow:
@@ -196,7 +146,10 @@ class TranslationWorkflow:
     ) -> None:
         _check_personas(personas)
         if not 0 < consensus_threshold <= 1:
-            raise ConfigError(f"consensus_threshold is a share in (0, 1], got {consensus_threshold}")
+            raise ConfigError(
+                f"the consensus threshold is the winner's share of the votes, in (0, 1], "
+                f"got {consensus_threshold:g}; e.g. 0.6"
+            )
         self.model = model
         self.personas = tuple(personas)
         self.consensus_threshold = consensus_threshold
@@ -213,7 +166,8 @@ class TranslationWorkflow:
         budget: Budget | None = None,
     ) -> TranslationResult:
         """Translate ``text`` into every language (codes like ``fr`` or names like
-        ``French``). ``on_event`` and ``budget`` reach every call, nested ones included."""
+        ``French``). ``on_event`` and ``budget`` (by default, those of the run settings in
+        force, ``quorum.engine.settings.use``) reach every call, nested ones included."""
         if not text.strip():
             raise ConfigError("there is nothing to translate: the text is empty")
         names = language_names(languages)
@@ -223,7 +177,8 @@ class TranslationWorkflow:
             for name in names
         ]
         workflow = SectioningWorkflow(max_concurrent=self.max_concurrent, llm=self.llm)
-        with nest(on_event=on_event, budget=budget):
+        chosen = settings.current()
+        with nest(on_event=on_event or chosen.on_event, budget=budget or chosen.budget):
             done = await workflow.run(sections, text, merge_results=False)
         return TranslationResult(
             text=text,
@@ -389,7 +344,9 @@ def language_names(specs: Sequence[str]) -> list[str]:
 
 
 def language_name(spec: str) -> str:
-    """``fr`` → ``French``; ``french`` → ``French``; another name is kept as written."""
+    """``fr`` → ``French``; ``french`` → ``French``; another language tag (``tl``,
+    ``pt-PT``) or English language name (``Tagalog``) is checked against the IETF
+    registry (``langcodes``); anything else is refused, with a near miss suggested."""
     text = spec.strip()
     key = text.lower().replace("_", "-")
     if key in LANGUAGES:
@@ -397,16 +354,38 @@ def language_name(spec: str) -> str:
     known = {name.lower(): name for name in LANGUAGES.values()}
     if key in known:
         return known[key]
-    if _CODE.fullmatch(key):
-        raise ConfigError(
-            f"unknown language code {spec!r}: write the language's name instead (e.g. --to Tagalog), "
-            f"or use one of the codes {', '.join(LANGUAGES)}"
-        )
-    if not _NAME.fullmatch(text):
-        raise ConfigError(
-            f"{spec!r} is not a language name: use letters, spaces, hyphens, apostrophes and parentheses"
-        )
-    return text.title() if text.islower() else text
+    if _CODE.fullmatch(key) and langcodes.tag_is_valid(key):
+        language = langcodes.Language.get(key)
+        name = str(language.display_name())
+        if language.is_valid() and language.language not in (None, "und") and "Unknown" not in name:
+            return name
+    if _NAME.fullmatch(text) and not _CODE.fullmatch(key) and _is_language_name(text):
+        return text.title() if text.islower() else text
+    raise ConfigError(
+        f"{spec!r} is not a language code or name{_near_miss(key, known)}: give a code such as "
+        "fr or pt-br, or an English name such as French or Tagalog"
+    )
+
+
+def _is_language_name(text: str) -> bool:
+    try:
+        langcodes.find(text)
+    except LookupError:
+        return False
+    return True
+
+
+def _near_miss(key: str, known: Mapping[str, str]) -> str:
+    """`` (did you mean French?)`` for a close spelling of a code or name quorum lists."""
+    close = difflib.get_close_matches(key, [*LANGUAGES, *known], n=1, cutoff=0.6)
+    if not close:
+        prefix = key.split("-")[0]
+        close = [prefix] if prefix in LANGUAGES and prefix != key else []
+    if not close:
+        return ""
+    match = close[0]
+    shown = f"{match} ({LANGUAGES[match]})" if match in LANGUAGES else known[match]
+    return f" (did you mean {shown}?)"
 
 
 def _check_personas(personas: Sequence[Persona]) -> None:

@@ -1,29 +1,105 @@
-"""How a translation run reads: plain JSON data (``--json``) and the merged Markdown
-report that marks each language high-consensus, disputed or failed."""
+"""What a translation run gives back and how it reads: the result types, plain JSON data
+(``--json``) and the merged Markdown report that marks each language high-consensus,
+disputed or failed. ``quorum.apps.translate`` does the work and imports this module;
+this module imports nothing from it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from quorum.apps.translate import (
-    DISPUTED,
-    FAILED,
-    HIGH_CONSENSUS,
-    Candidate,
-    LanguageResult,
-    TranslationResult,
-)
+from quorum.apps.totals import SCHEMA_VERSION, totals
+from quorum.engine.outcome import Summary
+from quorum.llm.secrets import redact
+from quorum.llm.types import Usage
+from quorum.patterns.voting import Vote
+
+HIGH_CONSENSUS = "high-consensus"
+DISPUTED = "disputed"
+FAILED = "failed"
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One distinct translation: the option voters choose (``label``), its text, and the
+    personas who wrote it (identical translations are one candidate)."""
+
+    label: str
+    text: str
+    personas: tuple[str, ...]
+
+
+@dataclass
+class LanguageResult:
+    """One language's outcome. ``status``: ``high-consensus``, ``disputed`` or ``failed``.
+    ``translation`` is the winner's text; on a tie (``winner`` is ``None``) the first tied
+    candidate's, and the language is disputed. ``confidence`` is the winner's share of the
+    valid votes (with a single candidate, the share of personas who wrote it)."""
+
+    language: str
+    status: str
+    translation: str | None = None
+    winner: str | None = None
+    confidence: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+    votes: list[Vote] = field(default_factory=list)
+    vote_counts: dict[str, int] = field(default_factory=dict)
+    translator_errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    execution_time: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status != FAILED
+
+    @property
+    def content(self) -> str:
+        """What the language's section shows: the chosen translation."""
+        return self.translation or ""
+
+
+@dataclass
+class TranslationResult:
+    """Every language asked for, in order, failed ones included, and the run's totals."""
+
+    text: str
+    languages: dict[str, LanguageResult]
+    consensus_threshold: float
+    execution_time: float
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    summary: Summary = field(default_factory=Summary)
+
+    @property
+    def translations(self) -> dict[str, str]:
+        """Language → chosen translation, for the languages that did not fail."""
+        return {name: r.translation for name, r in self.languages.items() if r.translation is not None}
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, r in self.languages.items() if not r.success]
+
+    def with_status(self, status: str) -> list[str]:
+        return [name for name, r in self.languages.items() if r.status == status]
+
+    def report(self) -> str:
+        """All translations with their confidence and status, as Markdown."""
+        return markdown(self)
 
 
 def to_dict(result: TranslationResult) -> dict[str, Any]:
     """The result as plain JSON data."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "text": result.text,
         "consensus_threshold": result.consensus_threshold,
-        "execution_time": round(result.execution_time, 3),
         "languages": [_language_dict(r) for r in result.languages.values()],
-        "usage": result.usage.as_json(),
-        "cost": result.cost,
+        "summary": {"languages": len(result.languages), **totals(result.summary)},
     }
 
 
@@ -39,9 +115,11 @@ def _language_dict(r: LanguageResult) -> dict[str, Any]:
             {"label": c.label, "text": c.text, "personas": list(c.personas)} for c in r.candidates
         ],
         "votes": {v.voter_name: v.decision for v in r.votes},
-        "translator_errors": r.translator_errors,
-        "error": r.error,
-        "execution_time": round(r.execution_time, 3),
+        "translator_errors": {name: redact(why) for name, why in r.translator_errors.items()},
+        "error": redact(r.error) if r.error else None,
+        "wall_s": round(r.execution_time, 3),
+        "usage": r.usage.as_json(),
+        "cost_usd": r.cost,
     }
 
 
@@ -94,15 +172,15 @@ def _chosen(r: LanguageResult) -> str:
 def _language_section(r: LanguageResult) -> str:
     head = f"## {r.language}: {r.status.replace('-', ' ')}"
     if not r.success:
-        return f"{head}\n\nThis language failed: {r.error}"
+        return f"{head}\n\nThis language failed: {redact(r.error or 'failed')}"
     parts = [f"{head}, confidence {r.confidence:.0%}", r.translation or ""]
     if r.votes:
         parts += [_candidate(c, r) for c in r.candidates]
     else:
         who = ", ".join(r.candidates[0].personas) if r.candidates else "none"
         parts.append(f"No vote was needed: every translator who answered wrote this ({who}).")
-    parts += [f"Note: {r.error}"] if r.error else []
-    parts += [f"Translator {name} failed: {why}" for name, why in r.translator_errors.items()]
+    parts += [f"Note: {redact(r.error)}"] if r.error else []
+    parts += [f"Translator {name} failed: {redact(why)}" for name, why in r.translator_errors.items()]
     return "\n\n".join(parts)
 
 

@@ -13,10 +13,11 @@ from types import TracebackType
 
 from rich.markup import escape
 
-from quorum.cli.common import stderr
+from quorum.apps.totals import stopped_reason
+from quorum.cli.common import plural, stderr
 from quorum.cli.progress import ProgressDisplay
 from quorum.engine.events import Event, EventKind
-from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.outcome import Outcome, Status, Summary
 
 
 def every_event(_event: Event) -> bool:
@@ -53,11 +54,27 @@ class Feed:
             self.calls.add(event.outcome)
 
     def close(self, run: Summary) -> None:
-        """The closing line on stderr: the calls, timed against the whole run's wall time."""
+        """The closing lines on stderr: the calls, timed against the whole run's wall time,
+        and why the run stopped early, with what it spent in all."""
         self.calls.wall_s = run.wall_s
-        stderr.print(f"[dim]calls: {escape(self.calls.line())}[/dim]")
+        stderr.print(f"[dim]calls: {escape(calls_line(self.calls))}[/dim]")
         if run.stopped:
-            stderr.print(f"[yellow]stopped early: {escape(run.stopped)}[/yellow]")
+            stderr.print(f"[yellow]stopped early: {escape(stopped_reason(run) or '')}[/yellow]")
+
+
+def calls_line(s: Summary) -> str:
+    """What the calls added up to. Time is "saved" only by calls that did their work:
+    when none did, the line says so instead of claiming a saving."""
+    by_status = ", ".join(f"{n} {status}" for status, n in sorted(s.counts.items()))
+    cost = "cost unknown" if s.cost is None else f"${s.cost:.4f}"
+    if s.unpriced and s.cost is not None:
+        cost += f" (+{s.unpriced} unpriced)"
+    saved = f"{s.time_saved_s:.2f}s saved" if s.count(Status.OK) else "no call succeeded"
+    return (
+        f"{plural(s.total, 'task')} ({by_status or 'none'}) in {s.wall_s:.2f}s wall, "
+        f"{s.busy_s:.2f}s of calls, {saved}; "
+        f"{s.usage.prompt_tokens:,} in / {s.usage.output_tokens:,} out tokens, {cost}"
+    )
 
 
 def last_label(event: Event) -> str:

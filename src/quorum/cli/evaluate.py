@@ -3,47 +3,79 @@
 Reviews labelled functions (before and after real security fixes) and prints, for each
 confirmation threshold, the found rate on vulnerable functions, the false-alarm rate on
 fixed ones, pair accuracy and line precision (scoring rule: ``quorum.apps.review.evaluate``).
+A function whose review failed is left out of the scores, never scored as "found
+nothing": each gets a line saying why, the closing line counts them, and the exit status
+is 1 (2 when no function could be reviewed, or the data is not valid).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from quorum.apps.review.evaluate import Evaluation, evaluate, load_cases, load_families
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.cli._feed import Feed
 from quorum.cli.common import (
+    CONTEXT,
+    OutputOpt,
     Settings,
+    check_output,
+    examples,
     execute,
+    exit_code,
     fail,
+    output,
+    plural,
+    stderr,
+    warn,
     with_settings,
 )
 
-app = typer.Typer(help="Measure quorum's applications on labelled data.", no_args_is_help=True)
+app = typer.Typer(
+    help="Measure quorum's applications on labelled data.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+
+EXAMPLES = examples(
+    "quorum eval review sven.jsonl --sample 20 --seed 1 --thresholds 1,2,3",
+    "quorum eval review sven.jsonl --limit 5 --reviewers 3 --json -o scores.json",
+)
 
 
-@app.command("review")
+@app.command("review", epilog=EXAMPLES, context_settings=CONTEXT)
 @with_settings
 def review(
     data: Annotated[
-        Path, typer.Argument(help="JSONL of labelled functions (id, pair, side, code, vulnerable_lines).")
+        Path,
+        typer.Argument(
+            help="JSONL of labelled functions (id, pair, side, code, vulnerable_lines).", show_default=False
+        ),
     ],
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N pairs.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N pairs.", show_default="all")
+    ] = None,
     sample: Annotated[
-        int | None, typer.Option("--sample", min=1, help="N pairs drawn at random (see --seed).")
+        int | None,
+        typer.Option("--sample", min=1, help="N pairs drawn at random (see --seed).", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
-    reviewers: Annotated[str | None, typer.Option("--reviewers", "-r", help="As for quorum review.")] = None,
+    reviewers: Annotated[
+        str | None,
+        typer.Option("--reviewers", "-r", help="As for quorum review.", show_default="as for quorum review"),
+    ] = None,
     thresholds: Annotated[
         str, typer.Option("--thresholds", help="Confirmation thresholds to score.")
     ] = "1,2,3",
+    out: OutputOpt = None,
     *,
     settings: Settings,
 ) -> None:
@@ -51,32 +83,42 @@ def review(
     if limit is not None and sample is not None:
         fail("--limit and --sample both choose the pairs: pick one")
     levels = _thresholds(thresholds)
+    check_output(out)
 
     async def work() -> Evaluation:
         cases = load_cases(data, limit=limit, sample=sample, seed=seed)
+        families = load_families(data)
         feed = Feed("eval", group=lambda event: event.run or "eval")
         spec = int(reviewers) if reviewers and reviewers.isdigit() else reviewers
-        system = CodeReviewSystem(
-            llm=settings.connect(),
-            reviewers=spec,
-            concurrency=settings.concurrency,
-            on_event=feed.on_event,
-            budget=settings.make_budget(),
-            timeout=settings.timeout,
-        )
-        with feed:
-            # One review per function at a time per worker; the connection caps the calls.
-            result = await evaluate(
-                cases, system, load_families(data), thresholds=levels, concurrency=settings.concurrency
-            )
+        llm = settings.connect()
+        try:
+            with feed, settings.in_force() as run:
+                # --timeout is the connection's, per call attempt; the review's tasks get
+                # none of their own, so a refused connection is reported as refused.
+                system = CodeReviewSystem(
+                    llm=llm,
+                    reviewers=spec,
+                    concurrency=run.concurrency,
+                    on_event=feed.on_event,
+                    budget=run.budget,
+                )
+                # One review per function at a time per worker; the connection caps the calls.
+                result = await evaluate(
+                    cases, system, families, thresholds=levels, concurrency=run.concurrency
+                )
+        finally:
+            await llm.aclose()
         feed.close(result.summary)
         return result
 
     result = execute(work, verbose=settings.verbose)
-    if settings.json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
-    else:
-        _print_table(result)
+    with output(out) as stream:
+        if settings.json:
+            stream.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        else:
+            _print_table(result, Console(file=stream, highlight=False))
+    _report_failures(result)
+    raise typer.Exit(exit_code(result.reviewed, result.failed_reviews))
 
 
 def _thresholds(text: str) -> list[int]:
@@ -89,21 +131,35 @@ def _thresholds(text: str) -> list[int]:
     return levels
 
 
-def _print_table(result: Evaluation) -> None:
+def _report_failures(result: Evaluation) -> None:
+    """A line for each function that could not be reviewed, then how many."""
+    for case, why in result.failures.items():
+        warn(f"function {case} was not reviewed and is left out of the scores: {why}")
+    if result.failed_reviews:
+        warn(
+            f"{result.failed_reviews} of {plural(result.cases, 'function')} could not be reviewed; "
+            f"the scores cover the other {result.reviewed}"
+        )
+    elif result.incomplete:
+        warn(f"{plural(result.incomplete, 'review')} had a reviewer whose calls failed")
+    else:
+        stderr.print(f"[dim]reviewed {escape(plural(result.cases, 'function'))}[/dim]")
+
+
+def _print_table(result: Evaluation, console: Console) -> None:
     facts = result.as_dict()
+    summary = facts["summary"]
     table = Table(
-        title=f"{result.model}: {result.cases} functions, {facts['calls']} calls, {facts['wall_s']}s"
+        title=f"{escape(result.model or 'static voters only')}: "
+        f"{plural(result.reviewed, 'function')} scored, "
+        f"{plural(summary['calls'], 'call')}, {summary['wall_s']}s"
     )
     for name in ("confirm", "found rate", "false alarms", "pair accuracy", "line precision"):
         table.add_column(name, justify="right")
     for row in facts["thresholds"]:
         cells = [row["found_rate"], row["false_alarm_rate"], row["pair_accuracy"], row["line_precision"]]
         table.add_row(str(row["confirm"]), *(_pct(c) for c in cells))
-    Console().print(table)
-    if result.failed_reviews:
-        Console(stderr=True).print(
-            f"[yellow]{result.failed_reviews} functions could not be reviewed[/yellow]"
-        )
+    console.print(table)
 
 
 def _pct(value: float | None) -> str:

@@ -4,9 +4,12 @@ Texts come from the arguments, from stdin (``-``, or no arguments with piped inp
 text per line), or from a JSON lines file (``--input FILE``: each line ``{"id": ...,
 "text": ...}`` or a JSON string; ``--input -`` reads them from stdin). Verdicts are
 written to stdout as JSON lines as their votes finish (``--ordered``: in input order);
-``--json`` writes one JSON document at the end instead. A line that cannot be read is
-reported on stderr with its number and gets an error verdict, and the other lines are
-still judged; the exit code is 1 if any text failed.
+``--json`` writes one JSON document at the end instead. Every text gets a verdict: a
+line that cannot be read gets an error verdict naming its line (and a line on stderr)
+while the other lines are still judged; texts left when the run stops early
+(``--budget``) get a ``skipped`` verdict each; blank lines are counted. Exit status: 0
+every text judged, 1 some not (the closing line counts them by status), 2 none judged or
+a usage error.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, TextIO
 
 import typer
 from rich.markup import escape
@@ -35,11 +39,18 @@ from quorum.apps.moderate import (
     moderate,
     unreadable,
 )
+from quorum.apps.totals import SCHEMA_VERSION, stopped_cause, totals
 from quorum.cli._feed import Feed, last_label
 from quorum.cli.common import (
+    OutputOpt,
     Settings,
+    check_output,
+    examples,
     execute,
+    exit_code,
     fail,
+    output,
+    plural,
     stderr,
     with_settings,
 )
@@ -49,7 +60,13 @@ from quorum.engine.outcome import Summary
 from quorum.patterns.adaptive import Adaptive
 
 Parse = Callable[[str, int], Item | None]
-Items = list[Item] | AsyncIterator[Item]
+Items = Iterable[Item] | AsyncIterator[Item]
+
+EXAMPLES = examples(
+    "quorum moderate 'Nice post, thanks!' 'You have rocks for brains'",
+    "quorum moderate --input comments.jsonl --budget 0.50 -o verdicts.jsonl",
+    "cat comments.txt | quorum moderate --adaptive --json",
+)
 
 
 @with_settings
@@ -68,6 +85,7 @@ def command(
             "--input",
             "-i",
             help='JSON lines to moderate: {"id": ..., "text": ...} or a JSON string per line; - for stdin.',
+            show_default=False,
         ),
     ] = None,
     voters: Annotated[
@@ -86,10 +104,14 @@ def command(
         bool, typer.Option("--adaptive", help="Stop each vote once its winner is settled (fewer calls).")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write verdicts in input order.")] = False,
+    out: OutputOpt = None,
     *,
     settings: Settings,
 ) -> None:
     """Moderate texts by a vote of the chapter's moderators; one JSON verdict per text."""
+    if not 0 < threshold <= 1:
+        fail(f"--threshold is the winner's share of the votes, in (0, 1], got {threshold:g}; e.g. 0.6")
+    check_output(out)
     source = choose_source(texts or [], input_file)
     job = Job(
         settings=settings,
@@ -99,6 +121,7 @@ def command(
         threshold=threshold,
         adaptive=Adaptive() if adaptive else None,
         ordered=ordered,
+        out=out,
     )
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
@@ -108,10 +131,11 @@ def command(
 
 @dataclass(frozen=True)
 class Source:
-    """The texts to moderate and a name for them in messages."""
+    """The texts to moderate and a name for them in messages. ``items`` is given a list
+    that receives the numbers of the blank lines it passes over."""
 
     name: str
-    items: Callable[[], Items]
+    items: Callable[[list[int]], Items]
 
 
 def choose_source(texts: Sequence[str], input_file: str | None) -> Source:
@@ -119,21 +143,25 @@ def choose_source(texts: Sequence[str], input_file: str | None) -> Source:
     if input_file is not None and texts:
         fail("give texts as arguments or --input FILE, not both")
     if input_file == "-":
-        return Source("stdin", lambda: read_items(_stdin, item_from_json, close=False))
+        return Source("stdin", lambda blank: read_items(_stdin, item_from_json, close=False, blank=blank))
     if input_file is not None:
         path = Path(input_file)
+        if path.is_dir():
+            fail(f"--input {input_file} is a directory: give a JSON lines file, or - for stdin")
         if not path.is_file():
             fail(f"--input {input_file}: no such file (give a JSON lines file, or - for stdin)")
-        return Source(path.name, lambda: read_items(lambda: path.open("rb"), item_from_json))
+        return Source(
+            path.name, lambda blank: read_items(lambda: path.open("rb"), item_from_json, blank=blank)
+        )
     if list(texts) == ["-"] or (not texts and not sys.stdin.isatty()):
-        return Source("stdin", lambda: read_items(_stdin, item_from_line, close=False))
+        return Source("stdin", lambda blank: read_items(_stdin, item_from_line, close=False, blank=blank))
     if "-" in texts:
         fail("'-' reads the texts from stdin, so it must be the only argument")
     if not texts:
         fail("nothing to moderate: give texts as arguments, - to read them from stdin, or --input FILE.jsonl")
     if len(texts) == 1 and texts[0].endswith(".jsonl") and Path(texts[0]).is_file():
         fail(f"{texts[0]} is a file: to moderate its lines, write --input {texts[0]}")
-    return Source("arguments", lambda: [Item(i, text) for i, text in enumerate(texts, start=1)])
+    return Source("arguments", lambda _blank: [Item(i, text) for i, text in enumerate(texts, start=1)])
 
 
 def _stdin() -> BinaryIO:
@@ -141,11 +169,12 @@ def _stdin() -> BinaryIO:
 
 
 async def read_items(
-    open_binary: Callable[[], BinaryIO], parse: Parse, *, close: bool = True
+    open_binary: Callable[[], BinaryIO], parse: Parse, *, close: bool = True, blank: list[int] | None = None
 ) -> AsyncIterator[Item]:
     """Items from lines read in a worker thread, so a slow pipe never stalls the calls in
     flight. Lines are decoded one at a time: a line that is not UTF-8 is reported as such,
-    and the lines after it are still read."""
+    and the lines after it are still read. A blank line is no text: its number goes to
+    ``blank``."""
     stream = open_binary()
     number = 0
     try:
@@ -159,15 +188,45 @@ async def read_items(
             item = parse(line, number)
             if item is not None:
                 yield item
+            elif blank is not None:
+                blank.append(number)
     finally:
         if close:
             stream.close()
 
 
+class Pulled:
+    """The items, counted as the moderation pulls them, so that those it never reached
+    (the run stopped first) can still be pulled afterwards and reported skipped."""
+
+    def __init__(self, items: Items) -> None:
+        self._items = items
+        self.count = 0
+        self._iterator = self._all()
+
+    async def _all(self) -> AsyncIterator[Item]:
+        if isinstance(self._items, AsyncIterator):
+            async for item in self._items:
+                self.count += 1
+                yield item
+        else:
+            for item in self._items:
+                self.count += 1
+                yield item
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self._iterator
+
+    async def rest(self) -> AsyncIterator[tuple[int, Item]]:
+        """The items not yet pulled, with their input positions (from 0)."""
+        async for item in self._iterator:
+            yield self.count - 1, item
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class Job:
     settings: Settings
     source: Source
@@ -176,69 +235,82 @@ class Job:
     threshold: float
     adaptive: Adaptive | None
     ordered: bool
+    out: Path | None = None
+    statuses: Counter[str] = field(default_factory=Counter)
+    blank: list[int] = field(default_factory=list)
+    collected: list[dict[str, Any]] = field(default_factory=list)
 
     async def run(self) -> int:
         """Moderate every text, writing verdicts as they come; the exit code."""
-        failures = 0
-        collected: list[dict[str, Any]] = []
         feed = Feed("moderate", group=lambda e: last_label(e) or "texts", is_call=_is_vote)
-        async with self.settings.connect() as llm:
-            with feed:
-                async with self._moderation(llm, feed) as verdicts:
-                    async for verdict in verdicts:
-                        failures += not verdict.ok
-                        self._write(verdict, collected)
-        if self.settings.json:
-            _print_json({"verdicts": collected, "summary": _summary_dict(verdicts.summary)})
-        stderr.print(f"[dim]{_texts_line(verdicts.summary)}[/dim]")
+        items = Pulled(self.source.items(self.blank))
+        with output(self.out) as stream:
+            async with self.settings.connect() as llm:
+                with feed, self.settings.in_force(on_event=feed.on_event):
+                    async with self._moderation(llm, items) as verdicts:
+                        async for verdict in verdicts:
+                            if verdict.status == "skipped":
+                                verdict.error = f"skipped: {_cause(verdicts.summary)}"
+                            self._write(verdict, stream)
+                reason = _cause(verdicts.summary)
+                async for position, item in items.rest():
+                    self._write(_skipped(item, position, reason), stream)
+            if self.settings.json:
+                summary = {"texts": dict(self.statuses), "blank_lines": len(self.blank)}
+                document = {
+                    "schema_version": SCHEMA_VERSION,
+                    "verdicts": self.collected,
+                    "summary": summary | totals(verdicts.summary),
+                }
+                stream.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+        stderr.print(f"[dim]{escape(self._texts_line())}[/dim]")
         feed.close(verdicts.summary)
-        return 1 if failures else 0
+        ok = self.statuses["ok"]
+        return exit_code(ok, sum(self.statuses.values()) - ok)
 
-    def _moderation(self, llm: Connection, feed: Feed) -> Moderation:
+    def _moderation(self, llm: Connection, items: Pulled) -> Moderation:
         return moderate(
-            self.source.items(),
+            items,
             llm=llm,
             voters=MODERATORS[: self.voters],
             options=self.options,
             threshold=self.threshold,
             adaptive=self.adaptive,
             ordered=self.ordered,
-            concurrency=self.settings.concurrency,
-            budget=self.settings.make_budget(),
-            on_event=feed.on_event,
         )
 
-    def _write(self, verdict: Verdict, collected: list[dict[str, Any]]) -> None:
+    def _write(self, verdict: Verdict, stream: TextIO) -> None:
+        self.statuses[verdict.status] += 1
+        record = verdict.to_dict()
         if not verdict.ok:
             place = f"line {verdict.line}" if verdict.line is not None else f"text {verdict.id}"
-            stderr.print(
-                f"[red]error:[/red] {escape(self.source.name)} {place}: {escape(str(verdict.error))}"
-            )
+            why = escape(str(record["error"]))
+            stderr.print(f"[red]{verdict.status}:[/red] {escape(self.source.name)} {place}: {why}")
         if self.settings.json:
-            collected.append(verdict.to_dict())
+            self.collected.append(record)
         else:
-            sys.stdout.write(json.dumps(verdict.to_dict(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()  # one line per verdict as it comes, even into a pipe
+            stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            stream.flush()  # one line per verdict as it comes, even into a pipe
+
+    def _texts_line(self) -> str:
+        total = sum(self.statuses.values())
+        by_status = ", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items()))
+        line = f"moderated {plural(total, 'text')} ({by_status or 'none'})"
+        if self.blank:
+            line += f"; {plural(len(self.blank), 'blank line')} passed over"
+        return line
+
+
+def _cause(summary: Summary) -> str:
+    return stopped_cause(summary) or "the run stopped before this text"
+
+
+def _skipped(item: Item, position: int, reason: str) -> Verdict:
+    """The verdict of a text the run never reached."""
+    if item.problem is not None:
+        return Verdict(id=item.id, index=position, status="error", line=item.line, error=item.problem)
+    return Verdict(id=item.id, index=position, status="skipped", line=item.line, error=f"skipped: {reason}")
 
 
 def _is_vote(event: Event) -> bool:
     return last_label(event) == VOTES_LABEL
-
-
-def _texts_line(summary: Summary) -> str:
-    by_status = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    return f"moderated {summary.total} texts ({by_status or 'none'})"
-
-
-def _summary_dict(summary: Summary) -> dict[str, Any]:
-    return {
-        "texts": summary.counts,
-        "wall_s": round(summary.wall_s, 3),
-        **summary.usage.as_json(),
-        "cost": summary.cost,
-        "stopped": summary.stopped,
-    }
-
-
-def _print_json(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from quorum.cli.common import stderr
@@ -76,13 +77,14 @@ class ProgressDisplay:
         elif event.kind is EventKind.RETRY:
             self._retries[name] = self._retries.get(name, 0) + 1
             retries, delay = self._retries[name], event.delay or 0.0
-            note = f"[yellow]{retries} retries; next in {delay:.1f}s ({event.error})[/yellow]"
+            note = f"[yellow]{retries} retries; next in {delay:.1f}s ({escape(str(event.error))})[/yellow]"
             self._progress.update(task, note=note)
         self._maybe_show()
 
     def _task(self, name: str) -> TaskID:
         if name not in self._tasks:
-            self._tasks[name] = self._progress.add_task(name, total=0, note="")
+            # A section or language name is text, not markup: "[draft]" stays as written.
+            self._tasks[name] = self._progress.add_task(escape(name), total=0, note="")
         return self._tasks[name]
 
     def _maybe_show(self) -> None:

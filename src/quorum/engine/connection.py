@@ -4,22 +4,28 @@
 ``Connection``. It is itself a provider (same ``complete``), so workflows take either.
 Every call through it waits for its limits (shared by everything using the connection,
 nested runs included), is retried when the failure is transient, teaches the limiter what
-the provider's headers said, and is charged to the current task and budgets. At debug
-level the ``quorum.calls`` logger records each request and reply, keys redacted.
+the provider's headers said, and is charged to the current task and budgets (its
+estimated cost reserved against every budget before it is sent: see ``budget``). The
+per-call timeout is kept by one watch per connection (``calls.CallWatch``), not a timer
+per call. At debug level the ``quorum.calls`` logger records each request and reply,
+keys redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, overload
 
 from quorum import errors
-from quorum.engine import context
+from quorum.engine import checks, context
+from quorum.engine.budget import Budget, reserve
+from quorum.engine.calls import CallWatch
 from quorum.engine.clock import SYSTEM_CLOCK, Clock
-from quorum.engine.cost import estimate
+from quorum.engine.cost import Cost, estimate
 from quorum.engine.limits import (
+    MAX_PAUSE_S,
     Concurrency,
     InputTokenRate,
     Limit,
@@ -29,6 +35,7 @@ from quorum.engine.limits import (
     TokenRate,
 )
 from quorum.engine.retry import Retry, advised_wait
+from quorum.llm.pricing import Price, price_of
 from quorum.llm.provider import Capabilities, Provider
 from quorum.llm.ratelimits import RateLimitInfo
 from quorum.llm.registry import default_model, resolve
@@ -53,8 +60,9 @@ class Connection:
         self.provider = provider
         self.limits = Limits(limits)
         self.retry = retry or Retry()
-        self.timeout = timeout
+        self.timeout = checks.seconds("timeout", timeout)
         self.clock = clock
+        self._watch: CallWatch | None = None
 
     @property
     def name(self) -> str:
@@ -73,42 +81,67 @@ class Connection:
         return f"Connection({self.name}/{self.model}, limits={limits}, retry={self.retry.attempts})"
 
     async def complete(self, request: Request) -> Reply:
-        """One call, retried on transient failures; raises the last failure otherwise."""
+        """One call, retried on transient failures; raises the last failure otherwise.
+
+        The error raised is the last call's own, marked ``call_layer_done`` so that a
+        task-level retry does not call again. Every call made is counted on the task."""
+        cost = estimate(request)
         first_try = self.clock.now()
         attempt = 0
+        last: errors.QuorumError | None = None
         while True:
             attempt += 1
-            context.check_budget()
             try:
-                reply = await self._attempt(request)
+                reply = await self._attempt(request, cost)
             except errors.QuorumError as exc:
-                if isinstance(exc, errors.InvalidReply) and exc.usage is not None:
-                    context.charge(exc.usage, exc.cost)
-                delay = self.retry.delay(attempt, exc, self.clock.now() - first_try)
+                _account_failure(exc)
+                delay = self._delay(attempt, exc, first_try)
                 if delay is None:
+                    exc.call_layer_done = True
                     raise
                 log.info(
                     "retrying %s/%s in %.2fs after %s", self.name, self.model, delay, errors.describe(exc)
                 )
                 context.note_retry(attempt, delay, exc)
-                await self.clock.sleep(delay)
+                last = exc
+                await _cut_off_after(last, self.clock.sleep(delay))
                 continue
+            except asyncio.CancelledError as cancel:
+                # Cut off (a task timeout, a deadline) after a failed try: keep that try's
+                # error in the chain, so a Timeout outcome can say what really went wrong.
+                if last is not None and cancel.__cause__ is None:
+                    cancel.__cause__ = last
+                raise
             context.charge(reply.usage, reply.cost, reply.latency_s)
             return reply
 
-    async def _attempt(self, request: Request) -> Reply:
+    def _delay(self, attempt: int, exc: BaseException, first_try: float) -> float | None:
+        """The retry layer's wait, unless it would outlive the run's deadline or the task's
+        timeout: then the call's own error is the honest outcome, now rather than later."""
+        now = self.clock.now()
+        delay = self.retry.delay(attempt, exc, now - first_try)
+        if delay is None:
+            return None
+        left = context.time_left(asyncio.get_running_loop().time())
+        return None if left is not None and delay >= left else delay
+
+    async def _attempt(self, request: Request, cost: Cost) -> Reply:
+        scope = context.current_scope.get()
+        budgets = scope.budgets if scope is not None else ()
+        for budget in budgets:
+            budget.check()  # fail fast, before waiting for the limits
         _log_request(self, request)
         if not self.limits:  # nothing to hold or to teach: skip the bookkeeping
-            reply = await self._timed(request)
+            reply = await self._spend(request, cost, budgets)
         else:
-            reply = await self._limited(request)
+            reply = await self._limited(request, cost, budgets)
         _log_reply(self, reply)
         return reply
 
-    async def _limited(self, request: Request) -> Reply:
-        async with self.limits.hold(estimate(request)) as settlement:
+    async def _limited(self, request: Request, cost: Cost, budgets: tuple[Budget, ...]) -> Reply:
+        async with self.limits.hold(cost) as settlement:
             try:
-                reply = await self._timed(request)
+                reply = await self._spend(request, cost, budgets)
             except errors.ProviderError as exc:
                 if isinstance(exc, errors.InvalidReply):
                     settlement.usage = exc.usage
@@ -118,16 +151,49 @@ class Connection:
             self.limits.learn(reply.rate_limits)
         return reply
 
+    async def _spend(self, request: Request, cost: Cost, budgets: tuple[Budget, ...]) -> Reply:
+        """The call, its estimated cost reserved against every budget in scope (checked
+        here, after the limits let it through, immediately before it is sent)."""
+        if not budgets:
+            return await self._timed(request)
+        reservation = await reserve(budgets, cost, self._price(budgets), self.model)
+        try:
+            return await self._timed(request)
+        finally:
+            reservation.settle()
+
+    def _price(self, budgets: tuple[Budget, ...]) -> Price | None:
+        price: Price | None = getattr(self.provider, "price", None) or price_of(self.model)
+        if price is None and any(b.dollars is not None for b in budgets):
+            raise errors.ConfigError(
+                f"a dollar budget is set, but the price of model {self.model!r} is unknown, so "
+                f"what its calls cost cannot be counted. Give it a price with "
+                f"quorum.llm.pricing.set_price({self.model!r}, Price(input=..., output=..., "
+                f"cache_read=..., cache_write=...)) (dollars per million tokens), or cap tokens "
+                f"instead (Budget(tokens=...))"
+            )
+        return price
+
     async def _timed(self, request: Request) -> Reply:
         if self.timeout is None:
             return await self.provider.complete(request)
+        watch = self._watch
+        if watch is None or not watch.current():
+            watch = self._watch = CallWatch(self.timeout)
+        ticket = watch.start()
         try:
-            async with asyncio.timeout(self.timeout):
-                return await self.provider.complete(request)
-        except TimeoutError as exc:
-            raise errors.Timeout(
-                f"{self.name}/{self.model} gave no answer within {self.timeout}s", provider=self.name
-            ) from exc
+            reply = await self.provider.complete(request)
+        except asyncio.CancelledError:
+            if watch.finish(ticket):
+                raise errors.Timeout(
+                    f"{self.name}/{self.model} gave no answer within {self.timeout}s", provider=self.name
+                ) from None
+            raise
+        except BaseException:
+            watch.finish(ticket)
+            raise
+        watch.finish(ticket)
+        return reply
 
     async def aclose(self) -> None:
         closer = getattr(self.provider, "aclose", None)
@@ -141,6 +207,23 @@ class Connection:
         await self.aclose()
 
 
+async def _cut_off_after(last: errors.QuorumError, wait: Awaitable[None]) -> None:
+    """Await a retry's wait; if it is cancelled, the failure it waited on is the cause."""
+    try:
+        await wait
+    except asyncio.CancelledError as cancel:
+        cancel.__cause__ = last
+        raise
+
+
+def _account_failure(exc: errors.QuorumError) -> None:
+    """An answered-but-invalid call is billed; a call that got no answer is counted."""
+    if isinstance(exc, errors.InvalidReply) and exc.usage is not None:
+        context.charge(exc.usage, exc.cost)
+    elif isinstance(exc, errors.ProviderError):
+        context.note_failed_call()
+
+
 def connect(
     model: str | Provider | None = None,
     *,
@@ -151,6 +234,7 @@ def connect(
     tpm: float | None = None,
     retry: Retry | None = None,
     timeout: float | None = 300.0,
+    max_pause: float = MAX_PAUSE_S,
     limits: Sequence[Limit] = (),
     clock: Clock = SYSTEM_CLOCK,
     **provider_options: Any,
@@ -160,26 +244,31 @@ def connect(
     else Anthropic when ``ANTHROPIC_API_KEY`` is set, else the embedded model).
 
     ``concurrency`` caps calls in flight; ``rpm``, ``itpm``, ``otpm`` and ``tpm`` are
-    requests, input tokens, output tokens and total tokens per minute. Other keywords go
-    to the provider (``api_key``, ``base_url``...).
+    requests, input tokens, output tokens and total tokens per minute. ``timeout`` bounds
+    each call (seconds; ``None`` for none); ``max_pause`` is the longest pause a provider's
+    rate-limit headers may impose (seconds). Other keywords go to the provider
+    (``api_key``, ``base_url``...). Every number is checked: a ``ConfigError`` names a bad one.
     """
     if isinstance(model, Connection):
         return model
+    checks.seconds("timeout", timeout)
+    checks.positive("max_pause", max_pause, unit=" seconds")
+    chosen: list[Limit] = list(limits)
+    if concurrency is not None:
+        chosen.insert(0, Concurrency(checks.count("concurrency", concurrency)))
+    for per_minute, option, kind in (
+        (rpm, "rpm", RequestRate),
+        (itpm, "itpm", InputTokenRate),
+        (otpm, "otpm", OutputTokenRate),
+        (tpm, "tpm", TokenRate),
+    ):
+        if per_minute is not None:
+            checks.positive(f"{option} (per minute)", per_minute)
+            chosen.append(kind(per_minute, max_pause=max_pause, clock=clock))
     if model is None:
         model, why = default_model()
         log.info("no model given: using %s (%s)", model, why)
     provider = resolve(model, **provider_options) if isinstance(model, str) else model
-    chosen: list[Limit] = list(limits)
-    if concurrency is not None:
-        chosen.insert(0, Concurrency(concurrency))
-    for per_minute, kind in (
-        (rpm, RequestRate),
-        (itpm, InputTokenRate),
-        (otpm, OutputTokenRate),
-        (tpm, TokenRate),
-    ):
-        if per_minute is not None:
-            chosen.append(kind(per_minute, clock=clock))
     return Connection(provider, limits=chosen, retry=retry, timeout=timeout, clock=clock)
 
 

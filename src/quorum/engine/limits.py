@@ -22,15 +22,26 @@ over-estimate gives quota back, an under-estimate takes more. The limiter also l
 its bucket is further from full than we believe (its reset time, or failing that its
 remaining count) moves ``tat`` to match. A call costing more than the
 whole per-minute limit could never run and fails at once with ``RequestTooLarge``.
+
+What a provider says is not trusted blindly: a learned pause (a ``retry-after``, or a
+reset time) is clamped to ``max_pause`` seconds (a minute by default), so one gateway
+answering ``retry-after: 86400`` cannot stop a connection for a day, and an absurd
+``remaining`` (below zero) is ignored with a debug log on ``quorum.limits``.
+
+The asyncio primitives (a semaphore, a lock) are made lazily for the event loop that
+uses them, so a connection made at import time serves several ``asyncio.run`` calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from quorum.engine import checks
 from quorum.engine.clock import SYSTEM_CLOCK, Clock
 from quorum.engine.cost import Cost
 from quorum.errors import ConfigError, RequestTooLarge
@@ -38,6 +49,9 @@ from quorum.llm.ratelimits import Bucket, RateLimitInfo
 from quorum.llm.types import Usage
 
 _EPSILON_S = 1e-9  # waits shorter than this are float noise, not quota
+MAX_PAUSE_S = 60.0  # the longest pause a provider's headers may impose on a connection
+
+log = logging.getLogger("quorum.limits")
 
 
 class Limit(Protocol):
@@ -58,23 +72,24 @@ class Concurrency:
     """At most ``limit`` calls in flight."""
 
     def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ConfigError(f"concurrency must be at least 1, got {limit}")
-        self.limit = limit
-        self._slots = asyncio.Semaphore(limit)
+        self.limit = checks.count("concurrency", limit)
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self, cost: Cost) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._slots is None:
+            # A semaphore belongs to one event loop: each loop that uses this limit gets
+            # its own (a module-level connection serves several asyncio.run calls).
+            self._slots, self._loop = asyncio.Semaphore(self.limit), loop
         await self._slots.acquire()
 
     def release(self, cost: Cost, usage: Usage | None) -> None:
-        self._slots.release()
+        if self._slots is not None:
+            self._slots.release()
 
     def learn(self, info: RateLimitInfo | None) -> None:
         return None
-
-    @property
-    def in_flight(self) -> int:
-        return self.limit - self._slots._value
 
 
 class Rate:
@@ -105,19 +120,20 @@ class Rate:
         *,
         burst_s: float = 0.5,
         margin: float = 0.02,
+        max_pause: float = MAX_PAUSE_S,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if per_minute <= 0:
-            raise ConfigError(f"a per-minute limit must be positive, got {per_minute}")
-        if not 0 <= margin < 1:
+        self.per_minute = checks.positive(f"a per-minute limit ({self.unit})", per_minute)
+        if not 0 <= checks.non_negative("margin", margin) < 1:
             raise ConfigError(f"margin is the share of the limit kept in reserve, in [0, 1); got {margin}")
-        self.per_minute = float(per_minute)
         self.interval = 60.0 / (self.per_minute * (1.0 - margin))  # T: seconds per unit
-        self.burst = max(burst_s, self.interval)  # tolerance: at least one unit
+        self.burst = max(checks.positive("burst_s", burst_s), self.interval)  # at least one unit
+        self.max_pause = checks.positive("max_pause", max_pause, unit=" seconds")
         self.clock = clock
         self._tat = clock.now()  # start empty-handed: no minute's burst at start
         self._paused_until = 0.0
-        self._turn = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
+        self._turn: asyncio.Lock | None = None  # FIFO: waiters are admitted in arrival order
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def units(self, cost: Cost) -> float:
         return float(cost.requests)
@@ -133,10 +149,16 @@ class Rate:
                 f"{self.per_minute:.0f} {self.unit} per minute: it could never be sent. Shorten "
                 f"the prompt or lower max_tokens, or raise the limit if your account allows more."
             )
-        async with self._turn:
+        async with self._lock():
             while (wait := self._wait_s(units)) > 0:
                 await self.clock.sleep(wait)
             self._tat = max(self._tat, self.clock.now()) + units * self.interval
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._turn is None:
+            self._turn, self._loop = asyncio.Lock(), loop  # one lock per event loop
+        return self._turn
 
     def _wait_s(self, units: float) -> float:
         now = self.clock.now()
@@ -157,13 +179,23 @@ class Rate:
             return
         now = self.clock.now()
         if info.retry_after:
-            self._paused_until = max(self._paused_until, now + info.retry_after)
+            pause = self._clamped(info.retry_after, "retry-after")
+            self._paused_until = max(self._paused_until, now + pause)
         bucket = info.buckets.get(self.header)
         owed = _owed_s(bucket, self.per_minute, self.interval) if bucket is not None else None
+        if owed is not None:
+            owed = self._clamped(owed, f"{self.header} reset")
         if owed is not None and owed > self._tat - now:
             # Someone else shares this quota, or our estimates ran low: align with the
             # provider's count so the next calls wait for quota that really exists.
             self._tat = now + owed
+
+    def _clamped(self, seconds: float, what: str) -> float:
+        """A learned pause, at most ``max_pause`` (NaN reads as no pause)."""
+        if not seconds <= self.max_pause:  # also true for NaN and inf
+            log.debug("%s of %r s clamped to %g s (%s)", what, seconds, self.max_pause, self.unit)
+            return self.max_pause if not math.isnan(seconds) else 0.0
+        return seconds
 
     @property
     def available_at(self) -> float:
@@ -254,6 +286,9 @@ def _owed_s(bucket: Bucket, per_minute: float, interval: float) -> float | None:
     """
     if bucket.reset_s is not None:
         return bucket.reset_s
+    if bucket.remaining is not None and bucket.remaining < 0:
+        log.debug("ignored an absurd remaining count of %d (limit %g a minute)", bucket.remaining, per_minute)
+        return None
     if bucket.remaining is not None:
         return max(0.0, per_minute - bucket.remaining) * interval
     return None

@@ -148,8 +148,8 @@ def _call_error_behind(expired: TimeoutError) -> BaseException | None:
     """The failure being handled when the time ran out (a call's error whose retry was
     waiting), if any: the real reason the task did not finish."""
     seen: BaseException | None = expired.__cause__  # the CancelledError of the timeout
-    while seen is not None:
-        if isinstance(seen, errors.QuorumError):
+    for _ in range(8):  # a short chain: the cancellation, then what it interrupted
+        if seen is None or isinstance(seen, errors.QuorumError):
             return seen
-        seen = seen.__context__
+        seen = seen.__cause__ or seen.__context__
     return None

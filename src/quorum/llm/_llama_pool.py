@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-from quorum.errors import LocalModelUnavailable, PermanentError
+from quorum.errors import LocalModelUnavailable, PoolClosed
 
 Instance = TypeVar("Instance")
 T = TypeVar("T")
@@ -37,10 +37,6 @@ T = TypeVar("T")
 # A job runs in a worker thread with an instance and a flag it must poll: once the flag
 # is set, nobody waits for its answer any more and it should stop as soon as it can.
 Job = Callable[[Instance, threading.Event], T]
-
-
-class PoolClosed(PermanentError):
-    """The pool was closed before or while a call ran."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,8 @@ class AnthropicProvider:
     def _note_temperature(self, temperature: float) -> None:
         if not self._warned_temperature:
             self._warned_temperature = True
-            log.warning(
+            # Debug level, once: the user cannot act on it, and the README says it.
+            log.debug(
                 "anthropic: temperature=%g is not sent: the Messages API (version %s) refuses "
                 "sampling parameters; vary the prompts instead",
                 temperature,

@@ -46,6 +46,7 @@ ERRORS: dict[str, Callable[[str], errors.ProviderError]] = {
     "auth": lambda m: errors.AuthError(m, status=401, provider="fake"),
     "not_found": lambda m: errors.NotFound(m, status=404, provider="fake"),
     "invalid_reply": lambda m: errors.InvalidReply(m, provider="fake"),
+    "malformed": lambda m: errors.MalformedReply(m, status=200, provider="fake"),
 }
 
 Answer = str | Mapping[str, Any] | Reply | Exception

@@ -13,8 +13,8 @@ an ``SdkErrors`` and maps through one ``Boundary``, so both providers fail the s
     404                        NotFound
     timeout                    Timeout
     refused, reset, DNS        ConnectionFailed
-    body that is not the expected JSON
-                               InvalidReply
+    body that does not parse, or is not the API's shape
+                               MalformedReply (transient: garbled on the way)
 
 Every mapped error carries ``status``, ``provider`` and the parsed rate-limit headers,
 and its message is one line, names the provider, the status and the API's own message,
@@ -107,7 +107,9 @@ class Boundary:
             )
         if isinstance(exc, (self.sdk.validation, json.JSONDecodeError)):
             status = getattr(exc, "status_code", None)
-            return errors.InvalidReply(
+            # The API's own envelope is broken, not the model's answer: a transport fault,
+            # retried. A model answer that breaks the schema is InvalidReply, elsewhere.
+            return errors.MalformedReply(
                 self._line(
                     f"answered{_status_text(status)} with a body that is not the expected JSON "
                     f"({_clip(str(exc))})"

@@ -34,7 +34,8 @@ from types import ModuleType
 from typing import Any
 
 from quorum import errors
-from quorum.llm._llama_pool import InstancePool, Model, PoolClosed, PoolStats, load_model
+from quorum.errors import PoolClosed
+from quorum.llm._llama_pool import InstancePool, Model, PoolStats, load_model
 from quorum.llm.pricing import cost_of
 from quorum.llm.provider import Capabilities, refuse_unknown_options
 from quorum.llm.schema import check, parse_json

@@ -4,6 +4,8 @@ Anthropic sends ``anthropic-ratelimit-{requests,tokens,input-tokens,output-token
 {limit,remaining,reset}`` (reset as an RFC 3339 time); OpenAI and compatible servers send
 ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset as a duration like
 ``6m0s``). Both also send ``retry-after`` (seconds) and sometimes ``retry-after-ms``.
+Some OpenAI-compatible gateways send the reset as a Unix timestamp (seconds or
+milliseconds): a number too large to be a duration is read as that absolute time.
 The limiter learns from this: see ``quorum.engine.limits``.
 """
 
@@ -39,7 +41,7 @@ def parse_headers(headers: Mapping[str, str], *, now: datetime | None = None) ->
     now = now or datetime.now(UTC)
     buckets: dict[str, Bucket] = {}
     for name in BUCKETS:
-        bucket = _anthropic_bucket(lower, name, now) or _openai_bucket(lower, name)
+        bucket = _anthropic_bucket(lower, name, now) or _openai_bucket(lower, name, now)
         if bucket is not None:
             buckets[name] = bucket
     return RateLimitInfo(buckets=buckets, retry_after=retry_after(lower))
@@ -63,14 +65,29 @@ def _anthropic_bucket(h: Mapping[str, str], name: str, now: datetime) -> Bucket 
     return Bucket(limit, remaining, _seconds_until(h.get(prefix + "-reset"), now))
 
 
-def _openai_bucket(h: Mapping[str, str], name: str) -> Bucket | None:
+def _openai_bucket(h: Mapping[str, str], name: str, now: datetime) -> Bucket | None:
     if name not in ("requests", "tokens"):
         return None
     limit = _int(h.get(f"x-ratelimit-limit-{name}"))
     remaining = _int(h.get(f"x-ratelimit-remaining-{name}"))
     if limit is None and remaining is None:
         return None
-    return Bucket(limit, remaining, parse_duration(h.get(f"x-ratelimit-reset-{name}")))
+    return Bucket(limit, remaining, _reset_s(h.get(f"x-ratelimit-reset-{name}"), now))
+
+
+# Durations above this are not durations: a Unix time in seconds (from 2001 on)...
+_EPOCH_S = 1e9
+# ...or in milliseconds.
+_EPOCH_MS = 1e12
+
+
+def _reset_s(text: str | None, now: datetime) -> float | None:
+    """Seconds until the reset, whether it came as a duration or as a Unix timestamp."""
+    value = parse_duration(text)
+    if value is None or value < _EPOCH_S:
+        return value
+    stamp = value / 1000.0 if value >= _EPOCH_MS else value
+    return max(0.0, stamp - now.timestamp())
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

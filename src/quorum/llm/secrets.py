@@ -2,7 +2,9 @@
 
 Adapters hold keys in ``Secret`` (whose ``repr`` and ``str`` show only a mask) and register
 every key they load. ``redact`` removes registered keys, key-shaped strings and auth
-header values from any text before it reaches a log line, an exception or a report.
+header values from any text before it reaches a log line, an exception or a report; in a
+URL, the user information (``http://user:pass@host``) and every query value (``?key=...``)
+are masked too, since a base URL can carry credentials.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ _KEY_SHAPES = re.compile(
     re.IGNORECASE,
 )
 MASK = "[REDACTED]"
+_URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s'\"<>]+", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.\-]*://)[^/?#]*@", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"([?&;][^=&#;]*=)[^&#;]*")
 
 
 class Secret:
@@ -51,7 +56,17 @@ def redact(text: str) -> str:
     for value in _known:
         if value in text:
             text = text.replace(value, MASK)
+    text = _URL.sub(_mask_url, text)
     return _KEY_SHAPES.sub(_mask_match, text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user information and query values masked (scheme, host and path kept)."""
+    return _QUERY_VALUE.sub(rf"\1{MASK}", _USERINFO.sub(rf"\1{MASK}@", url))
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    return redact_url(match.group(0))
 
 
 def _mask_match(match: re.Match[str]) -> str:

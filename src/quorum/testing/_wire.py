@@ -119,6 +119,7 @@ _FAULT_BY_ERROR: tuple[tuple[type[Exception], str], ...] = (
     (errors.AuthError, "401"),
     (errors.NotFound, "404"),
     (errors.InvalidReply, "malformed"),
+    (errors.MalformedReply, "malformed"),
 )
 
 

@@ -16,7 +16,13 @@ labelled lines (1-based in ``code``) with their CWE. Scoring rule:
   that matched a label.
 
 Every function is reviewed once; the metrics are then computed for each confirmation
-threshold (a finding counts when at least that many reviewers reported its group).
+threshold (a finding counts when at least that many reviewers reported its group). A
+function whose review failed (no reviewer's call succeeded) is not scored as "found
+nothing": it is left out of every metric, counted in ``failed_reviews`` with its reason,
+and a pair is scored only when both its sides were reviewed.
+
+The data is checked when it is read: a line that is not a case is a ``ConfigError``
+naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,11 @@ from typing import Any
 from quorum.apps.review.model import CodeReviewResult, FindingGroup
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
+from quorum.apps.totals import SCHEMA_VERSION, totals
 from quorum.engine.outcome import Summary
 from quorum.engine.runner import run
 from quorum.errors import ConfigError
+from quorum.llm.secrets import redact
 
 LINE_SLACK = 3
 
@@ -89,31 +97,47 @@ class Scores:
 
 @dataclass
 class Evaluation:
+    """The scores, and which functions could not be reviewed (id → why): those are in
+    no score. ``incomplete`` counts reviews in which some reviewer's call failed."""
+
     cases: int
     scores: list[Scores]
     wall_s: float
     summary: Summary
-    failed_reviews: int
+    failures: dict[str, str]
     model: str
+    incomplete: int = 0
+
+    @property
+    def failed_reviews(self) -> int:
+        return len(self.failures)
+
+    @property
+    def reviewed(self) -> int:
+        return self.cases - self.failed_reviews
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "schema_version": SCHEMA_VERSION,
             "model": self.model or "static voters only",
             "functions": self.cases,
+            "reviewed": self.reviewed,
             "failed_reviews": self.failed_reviews,
-            "wall_s": round(self.wall_s, 2),
-            "calls": self.summary.calls,
-            "tokens": {"input": self.summary.usage.prompt_tokens, "output": self.summary.usage.output_tokens},
-            "cost": self.summary.cost,
+            "incomplete_reviews": self.incomplete,
+            "failures": [{"id": case, "error": redact(why)} for case, why in self.failures.items()],
             "thresholds": [s.as_dict() for s in self.scores],
+            "summary": {**totals(self.summary), "wall_s": round(self.wall_s, 3)},
         }
 
 
 def load_cases(
     path: Path, *, limit: int | None = None, sample: int | None = None, seed: int = 0
 ) -> list[Case]:
-    """Cases from a JSONL file; ``limit``/``sample`` choose whole pairs (first n or n at random)."""
+    """Cases from a JSONL file; ``limit``/``sample`` choose whole pairs (first n or n at random).
+    A file without a single case is a ``ConfigError``: scoring nothing is no measurement."""
     cases = [_case(line, n, path) for n, line in enumerate(_lines(path), start=1) if line.strip()]
+    if not cases:
+        raise ConfigError(f"{path}: no evaluation cases (the file is empty); give one JSON object per line")
     pairs = list(dict.fromkeys(c.pair for c in cases))
     if sample is not None:
         pairs = random.Random(seed).sample(pairs, min(sample, len(pairs)))
@@ -150,21 +174,56 @@ async def evaluate(
         ids=lambda _i, case: case.id,
         label="eval",
     )
-    reviews = {case.id: o.value for case, o in zip(cases, outcome.outcomes, strict=True) if o.ok}
+    reviews: dict[str, CodeReviewResult | None] = {}
+    failures: dict[str, str] = {}
+    incomplete = 0
+    for case, done in zip(cases, outcome.outcomes, strict=True):
+        if not done.ok or done.value is None:
+            why: str | None = done.error_message or "failed"
+        else:
+            why = review_failure(done.value, static={voter.name for voter in system.static})
+        if why is not None:
+            failures[case.id] = why
+            continue
+        reviews[case.id] = done.value
+        incomplete += any(r.status != "ok" for r in done.value.reviews) if done.value else 0
     scores = [score(cases, reviews, families, k) for k in thresholds]
-    failed = len(cases) - len(reviews)
     return Evaluation(
-        len(cases), scores, time.perf_counter() - started, outcome.summary, failed, system.model_name
+        len(cases),
+        scores,
+        time.perf_counter() - started,
+        outcome.summary,
+        failures,
+        system.model_name,
+        incomplete,
     )
+
+
+def review_failure(review: CodeReviewResult, *, static: Collection[str] = ()) -> str | None:
+    """Why a review that ran produced no verdict to score, or ``None`` when it did:
+    nothing in the function was reviewed, or every model reviewer failed (the static
+    voters, ``static``, scanning alone are not the review being measured)."""
+    if not review.reviews:
+        skipped = "; ".join(f"{s.reason}" for s in review.skipped)
+        return f"nothing was reviewed ({skipped or 'no units'})"
+    by_model = [r for r in review.reviews if r.reviewer not in static] or review.reviews
+    if any(r.status == "ok" for r in by_model):
+        return None
+    first = next((r.error for r in by_model if r.error), None)
+    return f"every reviewer failed; first: {first or by_model[0].status}"
 
 
 def score(
     cases: Sequence[Case], reviews: dict[str, CodeReviewResult | None], families: Families, threshold: int
 ) -> Scores:
+    """The metrics at one threshold, over the cases that have a review in ``reviews``
+    (a case without one is left out, never counted as "found nothing")."""
     scores = Scores(threshold)
     by_pair: dict[str, dict[str, bool]] = {}
     for case in cases:
-        review = reviews.get(case.id)
+        if case.id not in reviews:
+            continue
+        review = reviews[case.id]
         groups = [g for g in review.groups if g.vote_count >= threshold] if review else []
         pair_cwes = _pair_cwes(cases, case.pair)
         flagged = _score_case(case, groups, pair_cwes, families, scores)
@@ -210,26 +269,70 @@ def _pair_cwes(cases: Sequence[Case], pair: str) -> set[int]:
 
 
 def _lines(path: Path) -> list[str]:
+    if path.is_dir():
+        raise ConfigError(f"evaluation data {path} is a directory: give a JSON lines file")
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
         raise ConfigError(f"evaluation data {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"evaluation data {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+
+
+_CASE_KEYS = ("id", "pair", "side", "code")
+_LABEL = '{"line": 12, "cwe": "CWE-89"}'
 
 
 def _case(line: str, number: int, path: Path) -> Case:
+    """One line of the data as a case, or a ``ConfigError`` naming the line and the field."""
+    where = f"{path}:{number}"
     try:
         raw = json.loads(line)
-        labels = tuple(
-            (cwe, int(v["line"]))
-            for v in raw.get("vulnerable_lines") or []
-            if (cwe := parse_cwe(v.get("cwe")))
-        )
-        return Case(str(raw["id"]), str(raw["pair"]), str(raw["side"]), str(raw["code"]), labels)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"{path}:{number}: not an evaluation case ({exc}); expected JSON with id, pair, side, code, "
-            "vulnerable_lines"
+            f"{where}: not valid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
         ) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a JSON object with {', '.join(_CASE_KEYS)}, vulnerable_lines")
+    missing = [key for key in _CASE_KEYS if raw.get(key) is None]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}; every case has {', '.join(_CASE_KEYS)}")
+    if raw["side"] not in ("before", "after"):
+        raise ConfigError(f'{where}: "side" is "before" or "after", got {raw["side"]!r}')
+    if not isinstance(raw["code"], str):
+        raise ConfigError(f'{where}: "code" must be a string')
+    code = raw["code"]
+    labels = _labels(raw.get("vulnerable_lines"), where, lines=len(code.splitlines()))
+    return Case(str(raw["id"]), str(raw["pair"]), raw["side"], code, labels)
+
+
+def _labels(value: Any, where: str, *, lines: int) -> tuple[tuple[int, int], ...]:
+    """``vulnerable_lines`` as (cwe, line) pairs, every line inside the code; labels
+    without a CWE id are not scored."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(
+            f'{where}: "vulnerable_lines" must be a list of objects like {_LABEL}, got {value!r}'
+        )
+    labels = []
+    for i, label in enumerate(value):
+        field_name = f"vulnerable_lines[{i}]"
+        if not isinstance(label, dict):
+            raise ConfigError(f"{where}: {field_name} must be an object like {_LABEL}, got {label!r}")
+        number = label.get("line")
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ConfigError(f'{where}: {field_name} "line" must be a whole number, got {number!r}')
+        if not 1 <= number <= lines:
+            raise ConfigError(
+                f"{where}: {field_name} line {number} is outside the code, which has {lines} lines (from 1)"
+            )
+        cwe = parse_cwe(label.get("cwe"))
+        if cwe:
+            labels.append((cwe, number))
+    return tuple(labels)
 
 
 def _rate(part: int, whole: int) -> float | None:
