@@ -28,6 +28,7 @@ from quorum.engine.parallel import (
 from quorum.engine.policy import FailurePolicy, Policy, Quorum
 from quorum.engine.retry import Retry, is_not_permanent, is_transient
 from quorum.engine.runner import Stream, run, stream
+from quorum.engine.settings import Settings
 
 __all__ = [
     "Budget",
@@ -53,6 +54,7 @@ __all__ = [
     "RequestRate",
     "Retry",
     "RunResult",
+    "Settings",
     "Status",
     "Stream",
     "Summary",

@@ -10,7 +10,7 @@ pass down to nested calls without threading them through every signature.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,6 +40,29 @@ class Scope:
         for budget in self.budgets:
             budget.check()
 
+    def child(
+        self,
+        label: str = "",
+        *,
+        sink: EventSink | None = None,
+        budgets: Iterable[Budget | None] = (),
+        deadline: float | None = None,
+    ) -> Scope:
+        """The scope inside this one: ``label`` after this label, ``sink`` (else this
+        sink), these budgets and ``budgets`` (each charged once, however often it is
+        named on the way down), and the sooner of the two deadlines."""
+        chosen = list(self.budgets)
+        for budget in budgets:
+            if budget is not None and not any(budget is b for b in chosen):
+                chosen.append(budget)
+        ends = [end for end in (self.deadline, deadline) if end is not None]
+        return Scope(
+            tuple(chosen),
+            min(ends) if ends else None,
+            sink or self.sink,
+            "/".join(part for part in (self.label, label) if part),
+        )
+
 
 @dataclass(slots=True)
 class Meter:
@@ -57,8 +80,10 @@ class Meter:
     retries: int = 0
     call_s: float = 0.0  # time the provider spent answering, without waits for limits or slots
     deadline: float | None = None  # the task's own end (its timeout), on the event loop's clock
+    last_error: BaseException | None = None  # the last failed call's error, kept as a timeout's cause
 
     def charge(self, usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
+        self.last_error = None  # answered: an earlier failure no longer explains a timeout
         meter: Meter | None = self
         while meter is not None:
             meter.calls += 1
@@ -72,14 +97,17 @@ class Meter:
         for budget in self.scope.budgets:
             budget.charge(usage, cost)
 
-    def note_failed_call(self) -> None:
+    def note_failed_call(self, exc: BaseException | None = None) -> None:
         """A call that failed without an answer: counted, nothing to bill."""
+        if exc is not None:
+            self.last_error = exc
         meter: Meter | None = self
         while meter is not None:
             meter.calls += 1
             meter = meter.parent
 
     def note_retry(self, attempt: int, delay: float, exc: BaseException) -> None:
+        self.last_error = exc
         meter: Meter | None = self
         while meter is not None:
             meter.retries += 1
@@ -116,10 +144,10 @@ def charge(usage: Usage, cost: float | None, seconds: float = 0.0) -> None:
         meter.charge(usage, cost, seconds)
 
 
-def note_failed_call() -> None:
+def note_failed_call(exc: BaseException | None = None) -> None:
     meter = current_meter.get()
     if meter is not None:
-        meter.note_failed_call()
+        meter.note_failed_call(exc)
 
 
 def time_left(now: float) -> float | None:
@@ -151,14 +179,9 @@ def nest(
     ``on_event`` or a label to each; inside ``with nest(...)`` every run, however deep,
     gets ``label`` after the enclosing run's label (so its events can be grouped), reports
     to ``on_event`` (else to the enclosing sink) and is charged to ``budget`` as well as
-    to every enclosing budget. The deadline stays the enclosing one."""
-    outer = current_scope.get() or Scope()
-    scope = Scope(
-        budgets=outer.budgets + ((budget,) if budget is not None else ()),
-        deadline=outer.deadline,
-        sink=on_event or outer.sink,
-        label="/".join(part for part in (outer.label, label) if part),
-    )
+    to every enclosing budget. The deadline stays the enclosing one. It is the same
+    step a run takes for its own tasks (``Scope.child``)."""
+    scope = (current_scope.get() or Scope()).child(label, sink=on_event, budgets=(budget,))
     token = current_scope.set(scope)
     try:
         yield

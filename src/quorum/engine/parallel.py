@@ -10,16 +10,18 @@ empty) and ``exception`` keeps the exception itself.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from quorum.engine.budget import Budget
+from quorum.engine.clock import SYSTEM_CLOCK, Clock
 from quorum.engine.connection import LazyConnection
+from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.policy import FailurePolicy, Policy
-from quorum.engine.retry import Retry, is_not_permanent
+from quorum.engine.retry import CHAPTER_RETRY, Retry
 from quorum.engine.runner import run
 from quorum.errors import RunAborted
 from quorum.llm.provider import Provider
@@ -135,16 +137,9 @@ TaskFunc = Callable[[], Awaitable[Any]]
 
 
 def chapter_retry(max_retries: int, retry_delay: float) -> Retry:
-    """The chapter's schedule: ``max_retries`` tries in all, waiting ``retry_delay * 2**n``
-    between them, for any failure that is not permanent."""
-    return Retry(
-        attempts=max(1, max_retries),
-        base_delay=retry_delay,
-        max_delay=math.inf,
-        jitter=0.0,
-        deadline=None,
-        retry_on=is_not_permanent,
-    )
+    """The chapter's schedule (``CHAPTER_RETRY``) with ``max_retries`` tries in all,
+    waiting ``retry_delay * 2**n`` between them."""
+    return replace(CHAPTER_RETRY, attempts=max(1, max_retries), base_delay=retry_delay)
 
 
 async def execute_with_retry(
@@ -164,14 +159,20 @@ async def parallel_with_policy(
     *,
     retry_delay: float = 1.0,
     max_concurrent: int = 16,
-    **options: Any,
+    timeout: float | None = None,  # noqa: ASYNC109 - each task's limit, a run setting
+    deadline: float | None = None,
+    budget: Budget | None = None,
+    on_event: EventSink | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[TaskResult]:
     """Run ``(task_id, async_function)`` pairs concurrently under a failure policy.
 
     As in the chapter, FAIL_FAST cancels what is in flight and raises the first failure
     itself (a note on it counts what was cancelled and skipped); REQUIRE_ALL raises
     ``IncompleteRun`` (a ``RuntimeError``) listing every failure; ``Quorum(k)`` returns
-    once k succeeded. Other keywords go to ``quorum.run``.
+    once k succeeded, and REQUIRE_ALL also raises when a budget or the deadline left
+    tasks skipped. ``timeout``, ``deadline``, ``budget``, ``on_event`` and ``clock`` are
+    ``quorum.run``'s.
     """
     retry = chapter_retry(max_retries, retry_delay) if policy is FailurePolicy.RETRY else None
     try:
@@ -182,7 +183,11 @@ async def parallel_with_policy(
             policy=policy,
             retry=retry,
             ids=lambda _i, pair: pair[0],
-            **options,
+            timeout=timeout,
+            deadline=deadline,
+            budget=budget,
+            on_event=on_event,
+            clock=clock,
         )
     except RunAborted as aborted:
         first = aborted.__cause__

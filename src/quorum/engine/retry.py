@@ -115,8 +115,10 @@ class Retry:
         What cannot pass is never retried, whatever ``retry_on`` says. A provider's
         ``retry-after`` is honoured up to ``max_pause`` seconds (a gateway asking for a
         day, or for ever, must not stall the run)."""
-        if attempt >= self.attempts or cannot_pass(exc) or not self.retry_on(exc):
+        if attempt >= self.attempts or not self.retry_on(exc):
             return None
+        if cannot_pass(exc) and not isinstance(exc, InvalidReply):
+            return None  # an answer that broke its schema: retry_on decides (tasks re-run it)
         wait = self.backoff(attempt)
         advised = advised_wait(exc)
         if advised is not None and advised > 0:
@@ -143,3 +145,17 @@ def advised_wait(exc: BaseException) -> float | None:
 
 
 NO_RETRY = Retry(attempts=1)
+
+CHAPTER_RETRY = Retry(
+    attempts=3,
+    base_delay=1.0,
+    multiplier=2.0,
+    max_delay=600.0,  # the chapter has no cap; ten minutes is as good as none for a task
+    jitter=0.0,
+    deadline=None,
+    retry_on=worth_rerunning,
+)
+"""The chapter's task-level schedule, defined once: 3 tries in all, waiting 1 s then 2 s
+(``retry_delay * 2**n``, no jitter), and only for failures that re-running may
+fix (``worth_rerunning``). ``FailurePolicy.RETRY`` uses it; the chapter's
+``parallel_with_policy`` and ``execute_with_retry`` change its attempts and first delay."""
