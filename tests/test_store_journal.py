@@ -9,7 +9,7 @@ import pytest
 
 from quorum.engine.jobs import journaled, run_journaled
 from quorum.engine.outcome import Status
-from quorum.errors import ConfigError
+from quorum.errors import ConfigError, RunFailed
 from quorum.store.journal import Journal, JournalMismatch, JournalUnwritable
 
 
@@ -77,8 +77,11 @@ async def test_changed_content_under_the_same_id_names_the_id_unless_restart(tmp
             async for _ in flow:
                 pass
 
-    with pytest.raises(JournalMismatch, match="'a' changed"):
+    # The journal is the run's source: its refusal ends the run as a source failure,
+    # carrying what was done before it, with the mismatch as the cause.
+    with pytest.raises(RunFailed, match="'a' changed") as caught:
         await drain()
+    assert isinstance(caught.value.__cause__, JournalMismatch)
     calls: list[str] = []
     async with journaled(make_task(calls), ["a2"], path, ids=same_id, restart=True) as flow:
         async for _ in flow:

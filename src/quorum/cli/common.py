@@ -245,6 +245,12 @@ def execute(work: Callable[[], Awaitable[T]], *, verbose: bool = False) -> T:
         stdout_closed()
     except errors.ConfigError as exc:
         fail(str(exc), code=Exit.USAGE)
+    except errors.RunFailed as exc:
+        # A source of items that stopped on a user mistake (a changed journal, a bad
+        # input file) is a usage error, whatever the outcomes before it.
+        if isinstance(exc.__cause__, errors.ConfigError):
+            fail(str(exc.__cause__), code=Exit.USAGE)
+        fail(errors.describe(exc), code=Exit.INCOMPLETE)
     except errors.QuorumError as exc:
         fail(errors.describe(exc), code=Exit.INCOMPLETE)
     except OSError as exc:
