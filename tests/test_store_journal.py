@@ -150,3 +150,22 @@ async def test_a_journal_that_cannot_be_written_fails_the_task_instead_of_hangin
     with pytest.raises(JournalUnwritable, match="could not be written"):
         await asyncio.wait_for(journal.committed(seq), timeout=5)
     journal.close()
+
+
+async def test_run_with_a_journal_resumes_calling_only_what_was_not_done(tmp_path: Path) -> None:
+    from quorum.engine import run
+
+    path = tmp_path / "run.db"
+    calls: list[str] = []
+
+    async def upper(item: str) -> str:
+        calls.append(item)
+        if item == "b" and calls.count("b") == 1:
+            raise RuntimeError("b fails the first time")
+        return item.upper()
+
+    first = await run(upper, ["a", "b", "c"], journal=path)
+    assert [o.status.value for o in first.outcomes] == ["ok", "error", "ok"]
+    second = await run(upper, ["a", "b", "c"], journal=path)
+    assert [o.value for o in second.outcomes] == ["A", "B", "C"]
+    assert sorted(calls) == ["a", "b", "b", "c"]  # only the failed item was called again

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -56,6 +57,7 @@ async def run(
     ids: Callable[[int, T], str] | None = None,
     clock: Clock = SYSTEM_CLOCK,
     label: str = "",
+    journal: str | Path | None = None,
 ) -> RunResult[R]:
     """Run ``fn`` over every item; every outcome in input order, and the summary.
 
@@ -66,7 +68,17 @@ async def run(
     tasks (LLM calls are already retried by their ``Connection``); ``ids`` names each task
     (``(index, item) -> str``); ``label`` names the run in its events. Raises the policy's
     ``RunFailed`` subclass when the policy gives up; its ``result`` holds every outcome.
+    ``journal``: a file recording each outcome as it lands; running again resumes, calling
+    only the items not yet done (values must be JSON; see ``quorum.engine.jobs``).
     """
+    if journal is not None:
+        from quorum.engine.jobs import run_journaled  # the journal is built on this module
+
+        return await run_journaled(
+            fn, items, journal, concurrency=concurrency, policy=policy, retry=retry, timeout=timeout,
+            deadline=deadline, budget=budget, on_event=on_event, clock=clock, label=label,
+            **({"ids": ids} if ids is not None else {}),
+        )  # fmt: skip
     plan = make_plan(concurrency, policy, retry, timeout, deadline, budget, on_event, ids, clock, label)
     async with Stream(fn, items, plan, keep=True) as flow:
         async for _ in flow:
