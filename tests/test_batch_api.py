@@ -346,3 +346,20 @@ async def test_the_second_stop_cancels_the_remote_batch(tmp_path: Path) -> None:
         resumed = await runner(api, ledger, clock).run(items(5))
     assert resumed.succeeded == 5
     assert api.batches_created == 2
+
+
+async def test_the_library_switch_runs_requests_through_a_batch_and_resumes(tmp_path: Path) -> None:
+    from quorum.engine.batches import run_batches
+
+    requests = {f"r{i}": Request.of(f"say {i}") for i in range(3)}
+    results = await run_batches(requests, model="fake", journal=tmp_path / "job.db")
+    assert [r["status"] for r in results.values()] == ["ok"] * 3
+    assert results["r1"]["text"] == (await FakeProvider().complete(requests["r1"])).text
+    assert await run_batches(requests, model="fake", journal=tmp_path / "job.db") == results
+
+
+def test_a_model_without_a_batch_api_is_refused_with_advice() -> None:
+    from quorum.llm.batches import batches_for
+
+    with pytest.raises(errors.ConfigError, match="anthropic/"):
+        batches_for("local")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS batch_results (
     custom_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, ok INTEGER NOT NULL,
     record TEXT NOT NULL, via TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batch_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batch_attempts (
     custom_id TEXT NOT NULL, job_id TEXT NOT NULL, attempts INTEGER NOT NULL,
     PRIMARY KEY (custom_id, job_id)
@@ -53,14 +55,24 @@ class OpenIntent:
 
 
 class BatchLedger:
-    """One job's batch records in the SQLite file at ``path`` (created if missing)."""
+    """One job's batch records in the SQLite file at ``path`` (created if missing).
 
-    def __init__(self, path: str | Path, job_id: str) -> None:
+    ``job_id`` names the job at the provider (OpenAI batch metadata, intent tags); without
+    one, the file's own id is used, made once at random, so two jobs never share one."""
+
+    def __init__(self, path: str | Path, job_id: str | None = None) -> None:
         self.path = Path(path)
-        self.job_id = job_id
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self.job_id = job_id or self._own_id()
+
+    def _own_id(self) -> str:
+        fresh = "q" + uuid.uuid4().hex[:20]
+        self._db.execute("INSERT OR IGNORE INTO batch_meta (key, value) VALUES ('job_id', ?)", (fresh,))
+        row = self._db.execute("SELECT value FROM batch_meta WHERE key = 'job_id'").fetchone()
+        return str(row[0])
 
     def close(self) -> None:
         self._db.close()

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from quorum import errors
@@ -384,3 +385,42 @@ def _index(items: Sequence[BatchItem]) -> dict[str, BatchItem]:
 
 def _retryable(result: ItemResult) -> bool:
     return result.kind in ("expired", "canceled") or isinstance(result.error, errors.TransientError)
+
+
+async def run_batches(
+    requests: Mapping[str, Request],
+    *,
+    model: str,
+    journal: str | Path,
+    fallback_online: bool = False,
+    time_limit_s: float | None = None,
+    on_progress: Callable[[list[BatchView]], None] | None = None,
+    stop: BatchStop | None = None,
+    **options: Any,
+) -> dict[str, Record]:
+    """The library switch: ``requests`` (by custom_id) through ``model``'s batch API, at half
+    the price; the results by custom_id. ``journal`` is the job's file: run the same call
+    again after a kill or a stop and it resumes. ``fallback_online`` answers what batches
+    could not through ``quorum.connect(model)``. ``options`` go to the provider."""
+    from quorum.engine.connection import connect
+    from quorum.llm.batches import batches_for
+
+    api = batches_for(model, **options)
+    online = connect(model, **options) if fallback_online else None
+    items = [BatchItem(custom_id, request) for custom_id, request in requests.items()]
+    try:
+        with BatchLedger(journal) as ledger:
+            runner = BatchRunner(
+                api,
+                ledger,
+                fallback=online.complete if online is not None else None,
+                time_limit_s=time_limit_s,
+                on_progress=on_progress,
+                stop=stop,
+            )
+            await runner.run(items)
+            return ledger.results([item.custom_id for item in items])
+    finally:
+        await api.aclose()
+        if online is not None:
+            await online.aclose()

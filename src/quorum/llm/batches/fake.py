@@ -80,7 +80,7 @@ class FakeBatches:
         status = BatchStatus(batch_id, "in_progress", False, counts, self._now())
         self.batches[batch_id] = _Batch(status, intent.tag, list(items), self._now() + self.time_to_end)
         self.submitted += [item.custom_id for item in items]
-        return status
+        return await self.retrieve(batch_id)
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
         batch = self._batch(batch_id)
