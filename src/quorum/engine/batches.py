@@ -82,11 +82,11 @@ class BatchStop:
 
     def __init__(self) -> None:
         self.requests = 0
-        self._event = asyncio.Event()
+        self._first, self._second = asyncio.Event(), asyncio.Event()
 
     def request(self) -> str:
         self.requests += 1
-        self._event.set()
+        (self._first if self.requests == 1 else self._second).set()
         return "detach" if self.requests == 1 else "cancel"
 
     @property
@@ -98,7 +98,15 @@ class BatchStop:
         return self.requests >= 2
 
     async def wait(self) -> None:
-        await self._event.wait()
+        await self._first.wait()
+
+    async def wait_for_cancel(self, seconds: float) -> bool:
+        """Whether a second request comes within ``seconds`` (the window after a detach)."""
+        try:
+            await asyncio.wait_for(self._second.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
@@ -168,6 +176,16 @@ class BatchRunner:
         self._report.open_batches = [o.batch_id or o.intent.tag for o in self.ledger.open_intents()]
         self._report.detached = bool(self._report.open_batches) and self.stop.detaching
         return self._report
+
+    async def cancel_open(self) -> list[str]:
+        """Cancel every batch of this job still open at the provider (a second Ctrl-C after
+        a detach); their answers so far are collected by the next run."""
+        cancelled = []
+        for known in self.ledger.open_intents():
+            if known.batch_id is not None:
+                await self.api.cancel(known.batch_id)
+                cancelled.append(known.batch_id)
+        return cancelled
 
     # --- submitting -------------------------------------------------------------------
 
