@@ -261,8 +261,10 @@ async def test_a_kill_at_any_step_resumes_the_same_batch(tmp_path: Path, step: s
     seen = Recorder()
     path = tmp_path / "j.db"
     ledger_type = KilledLedger if step == "before_close" else BatchLedger
-    with ledger_type(path, "job") as ledger, pytest.raises(Killed):
-        await runner(KillAt(api, step, after), ledger, clock, on_result=seen).run(items(20))
+    with ledger_type(path, "job") as ledger:
+        killed = runner(KillAt(api, step, after), ledger, clock, on_result=seen, commit_every=5)
+        with pytest.raises(Killed):
+            await killed.run(items(20))
     with BatchLedger(path, "job") as ledger:
         report = await runner(api, ledger, clock, on_result=seen, max_rounds=10).run(items(20))
         results = ledger.results()
@@ -274,6 +276,9 @@ async def test_a_kill_at_any_step_resumes_the_same_batch(tmp_path: Path, step: s
     assert set(seen.ids().values()) == {1}
     assert len(seen.ids()) == 20
     assert report.batches_adopted == (1 if step == "after_create" else 0)
+    committed = {"downloading": 5 if after == 7 else 0, "before_close": report.from_journal}
+    assert report.from_journal == committed.get(step, 0)  # a committed part is not read twice
+    assert step != "before_close" or report.from_journal > 0
 
 
 async def test_a_kill_right_after_create_is_not_paid_twice(tmp_path: Path) -> None:

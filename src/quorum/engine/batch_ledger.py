@@ -65,6 +65,7 @@ class BatchLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process
         self._db.executescript(_SCHEMA)
         self.job_id = job_id or self._own_id()
 
@@ -136,13 +137,20 @@ class BatchLedger:
 
     # --- results ------------------------------------------------------------------------
 
-    def record_result(self, custom_id: str, ok: bool, record: dict[str, Any], via: str) -> bool:
-        """Store an item's final result; ``False`` (and nothing written) if it has one."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO batch_results (custom_id, job_id, ok, record, via) VALUES (?,?,?,?,?)",
-            (custom_id, self.job_id, int(ok), json.dumps(record), via),
-        )
-        return cursor.rowcount == 1
+    def record_results(self, rows: Sequence[tuple[object, bool, dict[str, Any]]]) -> set[str]:
+        """Store final results ``(custom_id, ok, record)`` in one commit; the ids that were
+        new (an id that already has a result keeps it: nothing is written twice)."""
+        new: set[str] = set()
+        with self._transaction():
+            for custom_id, ok, record in rows:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO batch_results (custom_id, job_id, ok, record, via) "
+                    "VALUES (?,?,?,?,?)",
+                    (str(custom_id), self.job_id, int(ok), json.dumps(record), str(record.get("via"))),
+                )
+                if cursor.rowcount == 1:
+                    new.add(str(custom_id))
+        return new
 
     def finished(self) -> set[str]:
         rows = self._db.execute("SELECT custom_id FROM batch_results WHERE job_id = ?", (self.job_id,))

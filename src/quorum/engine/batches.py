@@ -45,6 +45,7 @@ from quorum.llm.types import Reply, Request
 Record = dict[str, object]
 Fallback = Callable[[Request], Awaitable[Reply]]
 CREATE_ATTEMPTS = 3
+COMMIT_EVERY = 500  # results journaled per commit while a download is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ class BatchRunner:
         on_result: Callable[[Record], None] | None = None,
         on_progress: Callable[[list[BatchView]], None] | None = None,
         stop: BatchStop | None = None,
+        commit_every: int = COMMIT_EVERY,
     ) -> None:
         if poll_s <= 0 or first_poll_s <= 0 or max_rounds < 1 or fallback_concurrency < 1:
             raise errors.ConfigError(
@@ -148,6 +150,7 @@ class BatchRunner:
         self.time_limit_s = time_limit_s
         self.store, self.on_result, self.on_progress = store, on_result, on_progress
         self.stop = stop or BatchStop()
+        self.commit_every = max(1, commit_every)
         self._views: dict[str, BatchView] = {}
         self._items: dict[str, BatchItem] = {}
         self._report = BatchReport()
@@ -254,13 +257,18 @@ class BatchRunner:
 
     async def _collect(self, batch: _Open) -> None:
         retry: list[str] = []
+        done: list[_Done] = []
         async for result in self.api.results(batch.status.id, batch.items):
             if result.kind == "succeeded" and result.reply is not None:
-                self._finish_reply(self._items[result.custom_id], result.reply, "batch")
+                done.append(_answered(self._items[result.custom_id], result.reply, "batch"))
             elif _retryable(result):
                 retry.append(result.custom_id)
             else:
-                self._finish_error(result.custom_id, result.error, "batch")
+                done.append(_failed(result.custom_id, result.error, "batch"))
+            if len(done) >= self.commit_every:
+                self._finish(done)
+                done = []
+        self._finish(done)
         self.ledger.close_intent(batch.intent.tag, retry)
         self._views.pop(batch.intent.tag, None)
 
@@ -300,9 +308,8 @@ class BatchRunner:
         if spent and self.fallback is not None:
             await self._online(spent)
         else:
-            for item in spent:
-                advice = "; run again later, or with --fallback-online to finish it online"
-                self._finish_error(item.custom_id, errors.Timeout(why + advice), "batch")
+            advice = "; run again later, or with --fallback-online to finish it online"
+            self._finish([_failed(i.custom_id, errors.Timeout(why + advice), "batch") for i in spent])
         return sendable
 
     async def _online(self, spent: list[BatchItem]) -> None:
@@ -315,51 +322,34 @@ class BatchRunner:
                 try:
                     reply = await fallback(item.request)
                 except errors.QuorumError as exc:
-                    self._finish_error(item.custom_id, exc, "online")
+                    self._finish([_failed(item.custom_id, exc, "online")])
                     return
-            self._finish_reply(item, reply, "online")
+            self._finish([_answered(item, reply, "online")])
             self._report.online += 1
 
         await _all(one(item) for item in spent)
 
     # --- results ------------------------------------------------------------------------
 
-    def _finish_reply(self, item: BatchItem, reply: Reply, via: str) -> None:
-        record: Record = {
-            "custom_id": item.custom_id,
-            "status": "ok",
-            "text": reply.text,
-            "data": reply.data,
-            "usage": reply.usage.as_json(),
-            "cost": reply.cost,
-            "model": reply.model,
-            "error": None,
-            "via": via,
-        }
-        if self.ledger.record_result(item.custom_id, True, record, via):
-            self._report.succeeded += 1
-            self._report.cost += reply.cost or 0.0
-            if self.store is not None:
-                self.store(item.request, reply)
+    def _finish(self, done: list[_Done]) -> None:
+        """Journal final results in one commit; only those new to the journal count, fill
+        the cache and reach ``on_result`` (a download read again after a kill adds nothing)."""
+        if not done:
+            return
+        rows = [(d.record["custom_id"], d.reply is not None, d.record) for d in done]
+        new = self.ledger.record_results(rows)
+        for entry in done:
+            if entry.record["custom_id"] not in new:
+                continue
+            if entry.reply is not None:
+                self._report.succeeded += 1
+                self._report.cost += entry.reply.cost or 0.0
+                if self.store is not None and entry.request is not None:
+                    self.store(entry.request, entry.reply)
+            else:
+                self._report.failed += 1
             if self.on_result is not None:
-                self.on_result(record)
-
-    def _finish_error(self, custom_id: str, error: BaseException | None, via: str) -> None:
-        record: Record = {
-            "custom_id": custom_id,
-            "status": "error",
-            "text": None,
-            "data": None,
-            "usage": None,
-            "cost": getattr(error, "cost", None),
-            "model": None,
-            "error": {"type": type(error).__name__, "message": str(error)},
-            "via": via,
-        }
-        if self.ledger.record_result(custom_id, False, record, via):
-            self._report.failed += 1
-            if self.on_result is not None:
-                self.on_result(record)
+                self.on_result(entry.record)
 
     # --- bookkeeping --------------------------------------------------------------------
 
@@ -388,6 +378,43 @@ async def _all(calls: Iterable[Coroutine[Any, Any, None]]) -> None:
                 group.create_task(call)
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    record: Record
+    request: Request | None = None
+    reply: Reply | None = None
+
+
+def _answered(item: BatchItem, reply: Reply, via: str) -> _Done:
+    record: Record = {
+        "custom_id": item.custom_id,
+        "status": "ok",
+        "text": reply.text,
+        "data": reply.data,
+        "usage": reply.usage.as_json(),
+        "cost": reply.cost,
+        "model": reply.model,
+        "error": None,
+        "via": via,
+    }
+    return _Done(record, item.request, reply)
+
+
+def _failed(custom_id: str, error: BaseException | None, via: str) -> _Done:
+    record: Record = {
+        "custom_id": custom_id,
+        "status": "error",
+        "text": None,
+        "data": None,
+        "usage": None,
+        "cost": getattr(error, "cost", None),
+        "model": None,
+        "error": {"type": type(error).__name__, "message": str(error)},
+        "via": via,
+    }
+    return _Done(record)
 
 
 def _index(items: Sequence[BatchItem]) -> dict[str, BatchItem]:
