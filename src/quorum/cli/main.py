@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quorum.cli import analyze, emulate, evaluate, moderate, review, translate
+from quorum.cli import analyze, batch, cache, emulate, evaluate, moderate, review, translate
 
 app = typer.Typer(
     name="quorum",
@@ -19,6 +19,8 @@ app.command("analyze")(analyze.command)
 app.command("translate")(translate.command)
 app.command("emulate")(emulate.command)
 app.add_typer(evaluate.app, name="eval")
+app.command("batch")(batch.command)  # durable jobs
+app.add_typer(cache.app, name="cache")  # durable jobs
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from quorum.llm.ratelimits import RateLimitInfo
 from quorum.llm.registry import default_model, resolve
 from quorum.llm.secrets import redact
 from quorum.llm.types import Reply, Request
+from quorum.store.cache import ResponseCache, open_cache  # store: the response cache
 
 log = logging.getLogger("quorum.calls")
 
@@ -49,7 +50,9 @@ class Connection:
         retry: Retry | None = None,
         timeout: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self.cache = cache  # store: a hit skips the limits, the retries and the bill
         self.provider = provider
         self.limits = Limits(limits)
         self.retry = retry or Retry()
@@ -74,6 +77,9 @@ class Connection:
 
     async def complete(self, request: Request) -> Reply:
         """One call, retried on transient failures; raises the last failure otherwise."""
+        cache_key, hit = self.cache.lookup(self.provider, request) if self.cache else ("", None)  # store
+        if hit is not None:  # store
+            return hit  # store
         first_try = self.clock.now()
         attempt = 0
         while True:
@@ -94,6 +100,8 @@ class Connection:
                 await self.clock.sleep(delay)
                 continue
             context.charge(reply.usage, reply.cost, reply.latency_s)
+            if cache_key and self.cache is not None:  # store: keep the good answer
+                self.cache.put(cache_key, reply)  # store
             return reply
 
     async def _attempt(self, request: Request) -> Reply:
@@ -153,6 +161,7 @@ def connect(
     timeout: float | None = 300.0,
     limits: Sequence[Limit] = (),
     clock: Clock = SYSTEM_CLOCK,
+    cache: bool | str | ResponseCache | None = None,
     **provider_options: Any,
 ) -> Connection:
     """A ``Connection`` to a model string (``"anthropic/claude-sonnet-5-5"``, ``"local"``,
@@ -160,8 +169,9 @@ def connect(
     else Anthropic when ``ANTHROPIC_API_KEY`` is set, else the embedded model).
 
     ``concurrency`` caps calls in flight; ``rpm``, ``itpm``, ``otpm`` and ``tpm`` are
-    requests, input tokens, output tokens and total tokens per minute. Other keywords go
-    to the provider (``api_key``, ``base_url``...).
+    requests, input tokens, output tokens and total tokens per minute. ``cache``: ``True``
+    for the response cache in its default place, a path, or a ``ResponseCache`` (see
+    ``quorum.store.cache``). Other keywords go to the provider (``api_key``, ``base_url``...).
     """
     if isinstance(model, Connection):
         return model
@@ -180,7 +190,14 @@ def connect(
     ):
         if per_minute is not None:
             chosen.append(kind(per_minute, clock=clock))
-    return Connection(provider, limits=chosen, retry=retry, timeout=timeout, clock=clock)
+    return Connection(
+        provider,
+        limits=chosen,
+        retry=retry,
+        timeout=timeout,
+        clock=clock,
+        cache=open_cache(cache),  # store
+    )
 
 
 def _log_request(conn: Connection, request: Request) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from quorum.engine.connection import LazyConnection
@@ -142,7 +142,11 @@ class VotingWorkflow:
         """Every voter's vote on ``prompt`` (choosing among ``options`` if given), aggregated."""
         _check_ballot(voters, options)
         started = time.perf_counter()
-        requests = [self._request(v, prompt, options) for v in voters]
+        # store: each voter is a sample of its own, so the response cache keeps one answer per voter
+        requests = [
+            replace(self._request(v, prompt, options), metadata={"sample": str(i)})
+            for i, v in enumerate(voters)
+        ]
         plan = LeaderFirst(self.cache_aware and worth_caching(self.llm, requests[0], self.cache_min_tokens))
         launched = 0
 
