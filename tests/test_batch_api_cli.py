@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -62,3 +63,58 @@ async def test_the_second_ctrl_c_also_cancels_the_remote_batch(tmp_path: Path) -
     assert api.batches["fakebatch_1"].cancelled
     assert "cancelling the remote batches" in said
     assert report.detached
+
+
+# --- quorum batch --batch-api -------------------------------------------------------------------
+
+
+def run_cli(*args: str, cache: Path) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from quorum.cli.main import app
+
+    result = CliRunner().invoke(app, ["batch", *args], env={"QUORUM_CACHE_DIR": str(cache)})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_quorum_batch_with_the_batch_api_writes_each_line_once_in_input_order(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = [{"id": f"k{n}", "prompt": f"question {n}"} for n in range(5)]
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n")
+    out = tmp_path / "out.jsonl"
+    code, _, said = run_cli(str(source), "-o", str(out), "-m", "fake", "--batch-api", cache=tmp_path / "c")
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in records[:5]] == [f"k{n}" for n in range(5)]
+    assert [r["status"] for r in records] == ["ok"] * 5 + ["error"]
+    assert records[2]["text"] == "echo: question 2"
+    assert code == 1  # a line could not be read
+    assert "batch fakebatch_1: ended (5/5 done)" in said
+    again, summary, said = run_cli(
+        str(source), "-o", str(out), "-m", "fake", "--batch-api", "--json", cache=tmp_path / "c"
+    )
+    assert again == 1
+    assert json.loads(summary)["batches_created"] == 0
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [
+        {**r, "cached": True, "cost": 0.0} if r["status"] == "ok" else r for r in records
+    ]  # the second run is answered from the cache the batch filled: no batch, $0
+    assert "0 batch(es) created" in said
+
+
+def test_quorum_batch_refuses_batch_options_without_batch_api(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "prompt": "x"}\n')
+    code, _, said = run_cli(
+        str(source), "-o", str(tmp_path / "o"), "-m", "fake", "--fallback-online", cache=tmp_path / "c"
+    )
+    assert code == 2
+    assert "--batch-api" in said
+
+
+def test_a_model_without_a_batch_api_is_a_one_line_error(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "prompt": "x"}\n')
+    code, _, said = run_cli(
+        str(source), "-o", str(tmp_path / "o"), "-m", "local", "--batch-api", cache=tmp_path / "c"
+    )
+    assert code == 2
+    assert "has no batch API" in said

@@ -11,18 +11,29 @@ second also cancels them.
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
 import signal
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 
-from quorum.cli.common import stderr
+from quorum.cli._batch_lines import Line, read_line
+from quorum.cli.batch import Models, Output
+from quorum.cli.batch import _read as read_input
+from quorum.cli.common import Settings, fail, stderr
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchReport, BatchRunner, BatchStop, BatchView, Fallback, Record
-from quorum.llm.batches import BatchApi, BatchItem
+from quorum.errors import ConfigError
+from quorum.llm.batches import BatchApi, BatchItem, batches_for
 from quorum.llm.types import Reply, Request
+from quorum.store.cache import ResponseCache, request_key
+from quorum.store.cache import _innermost as innermost
 
 
 def describe(view: BatchView) -> str:
@@ -137,3 +148,218 @@ def _age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+# --- `quorum batch --batch-api` -----------------------------------------------------------------
+
+
+class BatchApiJob:
+    """``quorum batch ... --batch-api``: the lines through the provider's batch API.
+
+    Lines that cannot be read, or whose answer is in the response cache, get their result
+    at once; the others go through one model's batch API (the batch APIs take one model per
+    batch, so a job names one model: ``--model`` or the lines' own). Output lines have the
+    same fields as without ``--batch-api``, in input order, each once; the output file is
+    complete only once every line has its result (``OUTPUT.partial`` until then)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        input_path: str,
+        output: str,
+        journal: Path | None,
+        *,
+        restart: bool,
+        no_cache: bool,
+        fallback_online: bool,
+        deadline: float | None,
+    ) -> None:
+        self.settings, self.input_path, self.output, self.journal = settings, input_path, output, journal
+        self.restart, self.fallback_online, self.deadline = restart, fallback_online, deadline
+        self.cache = None if no_cache else ResponseCache()
+        self.models = Models(settings, self.cache)
+        self.resume = "quorum " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+
+    async def run(self) -> int:
+        started = time.perf_counter()
+        lines = await self._lines()
+        model = self._model(lines)
+        early = {line.id: rec for line in lines if (rec := self._early(line, model)) is not None}
+        report = BatchReport()
+        results: dict[str, Record] = {}
+        todo = [BatchItem(line.id, line.request) for line in lines if line.id not in early and line.request]
+        try:
+            if todo and model is not None:
+                report, results = await self._batches(model, todo)
+        finally:
+            await self.models.aclose()
+        records = [early.get(line.id) or _output_record(line.id, results.get(line.id)) for line in lines]
+        complete = not report.detached and all(r is not None for r in records)
+        written = self._write([r for r in records if r is not None], complete)
+        failed = sum(1 for r in records if r is not None and r["status"] != "ok")
+        code = self._close(report, written, complete, len(early), time.perf_counter() - started)
+        return 1 if code == 0 and failed else code
+
+    async def _lines(self) -> list[Line]:
+        lines: list[Line] = []
+        seen: dict[str, int] = {}
+        async for number, raw in read_input(self.input_path):
+            line = read_line(number, raw)
+            if line is None:
+                continue
+            first = seen.setdefault(line.id, number)
+            if first != number:
+                error = f"line {number}: custom_id {line.id!r} was already used on line {first}"
+                line = Line(number, f"{line.id}@line{number}", line.fingerprint, error=error)
+            lines.append(line)
+        return lines
+
+    def _model(self, lines: list[Line]) -> str | None:
+        chosen = {self.models.choose(line) for line in lines if line.error is None}
+        if len(chosen) > 1:
+            fail(
+                f"--batch-api runs one model per job, and the lines name {len(chosen)} "
+                f"({', '.join(sorted(chosen))}); give --model, or split the input by model"
+            )
+        return next(iter(chosen), None)
+
+    def _early(self, line: Line, model: str | None) -> Record | None:
+        """The line's result without a batch: its error, or the cached answer."""
+        if line.error is not None or line.request is None or model is None:
+            return _error(line.id, line.error or f"line {line.number} has no request")
+        if self.cache is None:
+            return None
+        _, hit = self.cache.lookup(self.models.get(model), line.request)
+        if hit is None:
+            return None
+        return {**_as_output(_ok_record(line.id, hit)), "cached": True}
+
+    async def _batches(self, model: str, todo: list[BatchItem]) -> tuple[BatchReport, dict[str, Record]]:
+        connection = self.models.get(model)
+        try:
+            api = batches_for(model)
+        except ConfigError as exc:
+            fail(str(exc))
+        cache = self.cache
+
+        def store(request: Request, reply: Reply) -> None:
+            if cache is not None:
+                cache.put(request_key(innermost(connection), request), reply)
+
+        with _ledger_path(self.journal) as path:
+            if self.restart:
+                forget(path)
+            try:
+                return await run_with_batches(
+                    api,
+                    todo,
+                    path,
+                    resume=self.resume,
+                    fallback=connection.complete if self.fallback_online else None,
+                    time_limit_s=self.deadline,
+                    store=store,
+                )
+            finally:
+                await api.aclose()
+
+    def _write(self, records: list[Record], complete: bool) -> int:
+        if self.output == "-" and not complete:
+            return 0  # stdout cannot be rewritten: it gets the results once, when all are in
+        out = Output(self.output)
+        for record in records:
+            out.write(record)
+        out.close(complete=complete)
+        return out.written
+
+    def _close(self, report: BatchReport, written: int, complete: bool, early: int, wall_s: float) -> int:
+        where = self.output if complete or self.output == "-" else self.output + ".partial"
+        stderr.print(
+            f"batch: {written} results in {where} ({closing_line(report, self.resume)}; "
+            f"{early} without a batch) in {wall_s:.1f}s",
+            highlight=False,
+            markup=False,
+        )
+        if self.settings.json:
+            sys.stdout.write(json.dumps(_summary(report, written, complete, wall_s)) + "\n")
+        if report.detached:
+            return 130
+        return 0 if complete else 1
+
+
+def forget(path: Path) -> None:
+    """``--restart`` with ``--batch-api``: forget the batch records, unless a batch is still
+    open at the provider (forgetting it would pay for its items twice)."""
+    with BatchLedger(path) as ledger:
+        running = ledger.open_intents()
+        if running:
+            ids = ", ".join(o.batch_id or o.intent.tag for o in running)
+            fail(
+                f"--restart would forget batches still open at the provider ({ids}) and pay for "
+                "their items twice; run without --restart to collect them first"
+            )
+        ledger.forget()
+
+
+@contextmanager
+def _ledger_path(journal: Path | None) -> Iterator[Path]:
+    if journal is not None:
+        yield journal
+        return
+    stderr.print("no journal (stdin to stdout): give --journal PATH to make this job resumable", markup=False)
+    with tempfile.TemporaryDirectory(prefix="quorum-batch-api-") as folder:
+        yield Path(folder) / "journal"
+
+
+def _ok_record(custom_id: str, reply: Reply) -> Record:
+    return {
+        "custom_id": custom_id,
+        "status": "ok",
+        "text": reply.text,
+        "data": reply.data,
+        "usage": reply.usage.as_json(),
+        "cost": reply.cost,
+        "error": None,
+    }
+
+
+def _error(custom_id: str, message: str) -> Record:
+    return {
+        "custom_id": custom_id,
+        "status": "error",
+        "text": None,
+        "data": None,
+        "usage": None,
+        "cost": None,
+        "error": message,
+        "cached": False,
+    }
+
+
+def _output_record(custom_id: str, record: Record | None) -> Record | None:
+    """A journaled result as ``quorum batch`` writes it; ``None`` if there is none yet."""
+    return None if record is None else _as_output(record)
+
+
+def _as_output(record: Record) -> Record:
+    """A result with the fields ``quorum batch`` writes (``error`` as text)."""
+    error = record.get("error")
+    if isinstance(error, dict):
+        error = f"{error.get('type')}: {error.get('message')}"
+    fields = ("custom_id", "status", "text", "data", "usage", "cost")
+    return {**{k: record.get(k) for k in fields}, "error": error, "cached": False}
+
+
+def _summary(report: BatchReport, written: int, complete: bool, wall_s: float) -> Record:
+    return {
+        "results": written,
+        "ok": report.succeeded,
+        "error": report.failed,
+        "complete": complete,
+        "from_journal": report.from_journal,
+        "batches_created": report.batches_created,
+        "resubmitted": report.resubmitted,
+        "online": report.online,
+        "cost": round(report.cost, 6),
+        "detached": report.detached,
+        "wall_s": round(wall_s, 3),
+    }

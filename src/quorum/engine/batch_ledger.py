@@ -164,6 +164,12 @@ class BatchLedger:
         found = {cid: json.loads(record) for cid, record in rows}
         return found if custom_ids is None else {c: found[c] for c in custom_ids if c in found}
 
+    def forget(self) -> None:
+        """Drop the job's batch records (``--restart``); the caller checks none is open."""
+        with self._transaction():
+            for table in ("batch_intents", "batch_results", "batch_attempts"):
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", (self.job_id,))  # nosec B608: fixed names
+
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
