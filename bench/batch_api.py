@@ -98,11 +98,9 @@ class ClosingKilled(BatchLedger):
 
 def requests(n: int) -> list[BatchItem]:
     rng = random.Random(7)
-    words = "the a report ticket review item answer question reason data".split()
-    return [
-        BatchItem(f"item-{i}", Request.of(" ".join(rng.choices(words, k=rng.randint(20, 120))), max_tokens=64))
-        for i in range(n)
-    ]
+    words = ["the", "a", "report", "ticket", "review", "item", "answer", "question", "reason", "data"]
+    prompts = (" ".join(rng.choices(words, k=rng.randint(20, 120))) for _ in range(n))
+    return [BatchItem(f"item-{i}", Request.of(p, max_tokens=64)) for i, p in enumerate(prompts)]
 
 
 async def online_cost(items: list[BatchItem]) -> float:
