@@ -10,7 +10,18 @@ mapped to quorum's, metadata for finding an orphan again.
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +47,9 @@ class BatchServer:
     """Both providers' batch endpoints, in memory. A batch ends after ``polls`` retrieves;
     an item whose prompt says "fail" errors (overloaded), "expire" expires, "bad" is a 400."""
 
-    def __init__(self, polls: int = 2) -> None:
+    def __init__(self, polls: int = 2, base: str = "https://api.anthropic.com") -> None:
         self.polls = polls
+        self.base = base
         self.batches: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.created = 0
@@ -80,7 +92,7 @@ class BatchServer:
             "entries": entries,
             "polls": 0,
             "cancelled": False,
-            "created": 1_700_000_000 + self.created,
+            "created": int(time.time()) + self.created,
             **extra,
         }
         self.batches[batch_id] = batch
@@ -115,7 +127,7 @@ class BatchServer:
         if ended:
             for kind in kinds:
                 counts["errored" if kind == "invalid" else kind] += 1
-        created = f"2023-11-14T22:13:{batch['created'] % 60:02d}Z"
+        created = datetime.fromtimestamp(batch["created"], UTC).isoformat()
         return {
             "id": batch["id"],
             "type": "message_batch",
@@ -124,9 +136,7 @@ class BatchServer:
             "created_at": created,
             "expires_at": "2023-11-15T22:13:20Z",
             "ended_at": created if ended else None,
-            "results_url": f"https://api.anthropic.com/v1/messages/batches/{batch['id']}/results"
-            if ended
-            else None,
+            "results_url": f"{self.base}/v1/messages/batches/{batch['id']}/results" if ended else None,
         }
 
     def anthropic_retrieve(self, request: httpx2.Request, batch_id: str) -> httpx2.Response:
@@ -379,6 +389,8 @@ async def test_an_orphan_is_found_again_and_not_created_twice(tmp_path: Path, ki
     assert await api.find(intent, frozenset({created.id})) is None
     other = Intent("job-x", "job-x.2", ("a",), written_at=1_699_999_000.0)
     assert await api.find(other) is None  # another size (Anthropic) or another tag (OpenAI)
+    later = Intent("job-x", "job-x.1", intent.custom_ids, written_at=time.time() + 3600)
+    assert await api.find(later) is None  # created long before the intent: not its batch
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)
@@ -394,3 +406,82 @@ async def test_cancel_leaves_unanswered_items_to_send_again(tmp_path: Path, kind
     kinds = [r.kind for r in results]
     assert kinds in (["canceled", "canceled"], ["expired", "expired"])  # OpenAI lists none: missing
     assert all(isinstance(r.error, errors.TransientError) for r in results)
+
+
+# --- a real SIGKILL of `quorum batch --batch-api` -------------------------------------------------
+
+
+class _Bridge(BaseHTTPRequestHandler):
+    """The in-memory batch server on a real socket, so a killed process leaves it running."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses its connection
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length)
+        request = httpx2.Request(self.command, f"http://127.0.0.1{self.path}", content=body)
+        server: Any = self.server
+        with server.lock:
+            response = server.batches.handle(request)
+            content = response.read()
+        self.send_response(response.status_code)
+        self.send_header("content-type", response.headers.get("content-type", "application/json"))
+        self.send_header("content-length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def live_server() -> Iterator[tuple[str, BatchServer]]:
+    http = ThreadingHTTPServer(("127.0.0.1", 0), _Bridge)
+    base = f"http://127.0.0.1:{http.server_address[1]}"
+    batches = BatchServer(polls=4, base=base)
+    http.batches, http.lock = batches, threading.Lock()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield base, batches
+    http.shutdown()
+
+
+def test_sigkill_at_random_moments_then_resume_pays_for_each_batch_once(
+    tmp_path: Path, live_server: tuple[str, BatchServer]
+) -> None:
+    base, server = live_server
+    source = tmp_path / "in.jsonl"
+    lines = [{"id": f"k{n}", "prompt": "please fail" if n % 25 == 0 else f"q {n}"} for n in range(100)]
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "out.jsonl"
+    env = {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": base,
+        "ANTHROPIC_API_KEY": "sk-test",
+        "QUORUM_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
+    command = [sys.executable, "-m", "quorum.cli.main", "batch", str(source), "-o", str(out)]
+    command += ["-m", "anthropic/claude-haiku-4-5", "--batch-api", "--poll", "0.05", "--no-cache"]
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(3):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 2.0))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr  # the four "please fail" lines fail after 3 batches
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in records] == [f"k{n}" for n in range(100)]  # each once, in order
+    assert Counter(r["status"] for r in records) == {"ok": 96, "error": 4}
+    with BatchLedger(Path(str(out) + ".journal")) as ledger:
+        claimed = ledger.claimed()
+    assert set(server.batches) == claimed  # every batch created is owned by one journaled intent
+    first = [b for b in server.batches.values() if any(e["custom_id"] == "k1" for e in b["entries"])]
+    assert len(first) == 1  # the item set was submitted once, whatever the kills
+    assert kills >= 1

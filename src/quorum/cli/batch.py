@@ -82,6 +82,10 @@ def command(
         float | None,
         typer.Option("--deadline", min=1.0, help="With --batch-api: seconds the whole job may take."),
     ] = None,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", min=0.01, help="With --batch-api: most seconds between two polls of a batch."),
+    ] = 60.0,
     *,
     settings: Settings,
 ) -> None:
@@ -107,6 +111,7 @@ def command(
             no_cache=no_cache,
             fallback_online=fallback_online,
             deadline=deadline,
+            poll_s=poll,
         )
         raise typer.Exit(execute(api_job.run, verbose=settings.verbose))
     if fallback_online or deadline is not None:

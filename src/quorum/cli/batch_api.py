@@ -106,6 +106,7 @@ async def run_with_batches(
     on_result: Callable[[Record], None] | None = None,
     console: Console = stderr,
     cancel_window_s: float = 3.0,
+    poll_s: float = 60.0,
 ) -> tuple[BatchReport, dict[str, Record]]:
     """Follow ``items`` through ``api`` to their end (or a stop); the report and every
     item's journaled result by custom_id (earlier runs' included). After a detach, a
@@ -121,6 +122,8 @@ async def run_with_batches(
             on_result=on_result,
             on_progress=BatchProgressLines(console),
             stop=stop,
+            poll_s=poll_s,
+            first_poll_s=min(5.0, poll_s),
         )
         report = await runner.run(items)
         if report.detached and not stop.cancelling:
@@ -173,7 +176,9 @@ class BatchApiJob:
         no_cache: bool,
         fallback_online: bool,
         deadline: float | None,
+        poll_s: float = 60.0,
     ) -> None:
+        self.poll_s = poll_s
         self.settings, self.input_path, self.output, self.journal = settings, input_path, output, journal
         self.restart, self.fallback_online, self.deadline = restart, fallback_online, deadline
         self.cache = None if no_cache else ResponseCache()
@@ -258,6 +263,7 @@ class BatchApiJob:
                     fallback=connection.complete if self.fallback_online else None,
                     time_limit_s=self.deadline,
                     store=store,
+                    poll_s=self.poll_s,
                 )
             finally:
                 await api.aclose()
