@@ -14,11 +14,12 @@ created at the provider that no journaled intent owns, or two for one intent: pa
 once across the runs). Targets: ``saving_pct`` 50 less any resubmission; zero for the
 last three.
 
-Backends: ``fake`` (the in-memory batch API) and ``emulator`` (quorum's emulator through
-the official SDKs), selected with ``--backend``.
+The batch API is the in-memory one (``quorum.llm.batches.fake``) on a virtual clock, so
+a batch's 30 minutes pass at once; the SDK adapters are checked on the wire by
+``tests/test_batch_api_wire.py``.
 
 Usage: ``python bench/batch_api.py [--json] [--items N] [--kills K] [--error-share F]
-[--expire-share F] [--backend fake|emulator] [--provider anthropic|openai]``.
+[--expire-share F] [--seed N]``.
 """
 
 from __future__ import annotations

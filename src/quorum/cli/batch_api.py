@@ -34,6 +34,7 @@ from quorum.llm.batches import BatchApi, BatchItem, batches_for
 from quorum.llm.types import Reply, Request
 from quorum.store.cache import ResponseCache, request_key
 from quorum.store.cache import _innermost as innermost
+from quorum.store.journal import _lock
 
 
 def describe(view: BatchView) -> str:
@@ -251,7 +252,7 @@ class BatchApiJob:
             if cache is not None:
                 cache.put(request_key(innermost(connection), request), reply)
 
-        with _ledger_path(self.journal) as path:
+        with _ledger_path(self.journal) as path, _lock(path):  # one process per job
             if self.restart:
                 forget(path)
             try:
