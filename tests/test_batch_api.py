@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -368,3 +368,33 @@ def test_a_model_without_a_batch_api_is_refused_with_advice() -> None:
 
     with pytest.raises(errors.ConfigError, match="anthropic/"):
         batches_for("local")
+
+
+async def test_a_passing_error_while_polling_or_downloading_is_retried(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    api = fake(clock)
+
+    class Flaky(KillAt):
+        failures: ClassVar[dict[str, int]] = {"retrieve": 1, "results": 1}
+
+        async def retrieve(self, batch_id: str) -> BatchStatus:
+            if self.failures["retrieve"]:
+                self.failures["retrieve"] -= 1
+                raise errors.Overloaded("busy", status=529)
+            return await self.api.retrieve(batch_id)
+
+        async def results(self, batch_id: str, chunk: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
+            read = 0
+            async for result in self.api.results(batch_id, chunk):
+                if read == 3 and self.failures["results"]:
+                    self.failures["results"] -= 1
+                    raise errors.ServerError("the download broke", status=502)
+                read += 1
+                yield result
+
+    seen = Recorder()
+    with BatchLedger(tmp_path / "j.db", "job") as ledger:
+        report = await runner(Flaky(api, "none"), ledger, clock, on_result=seen, commit_every=2).run(items(6))
+    assert report.succeeded == 6
+    assert set(seen.ids().values()) == {1}
+    assert api.batches_created == 1

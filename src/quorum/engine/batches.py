@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from quorum.llm.types import Reply, Request
 Record = dict[str, object]
 Fallback = Callable[[Request], Awaitable[Reply]]
 CREATE_ATTEMPTS = 3
+DOWNLOAD_ATTEMPTS = 5
+log = logging.getLogger(__name__)
 COMMIT_EVERY = 500  # results journaled per commit while a download is read
 
 
@@ -251,9 +254,25 @@ class BatchRunner:
             if self.stop.detaching:
                 continue
             delay = min(delay * 2, self.poll_s)
-            batch.status = await self.api.retrieve(batch.status.id)
+            try:
+                batch.status = await self.api.retrieve(batch.status.id)
+            except errors.TransientError as exc:
+                log.warning("batch %s: polling failed (%s); trying again", batch.status.id, exc)
+                continue
             self._show(batch)
-        await self._collect(batch)
+        await self._download(batch)
+
+    async def _download(self, batch: _Open) -> None:
+        """Read the results; a passing failure reads them again (journaled ones are skipped)."""
+        for attempt in itertools.count(1):
+            try:
+                await self._collect(batch)
+                return
+            except errors.TransientError as exc:
+                if attempt >= DOWNLOAD_ATTEMPTS:
+                    raise
+                log.warning("batch %s: reading results failed (%s); reading again", batch.status.id, exc)
+                await self._nap(self.first_poll_s * attempt)
 
     async def _collect(self, batch: _Open) -> None:
         retry: list[str] = []

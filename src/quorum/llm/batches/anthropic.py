@@ -72,6 +72,15 @@ class AnthropicBatches:
         return _status(await self._boundary.guard(self._client.messages.batches.cancel(batch_id)))
 
     async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
+        try:
+            return await self._find(intent, claimed)
+        except Exception as exc:  # the listing pages through the SDK: map its errors here
+            mapped = self._boundary.map(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
         """The oldest unclaimed batch of the intent's size created since the intent."""
         found: BatchStatus | None = None
         since = intent.written_at - CLOCK_SKEW_S
@@ -87,7 +96,17 @@ class AnthropicBatches:
         by_wire = {wire_id(item.custom_id): item for item in items}
         seen: set[str] = set()
         lines = await self._boundary.guard(self._client.messages.batches.results(batch_id))
-        async for line in lines:
+        reading = aiter(lines)
+        while True:
+            try:
+                line = await anext(reading)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the JSONL streams through the SDK: map its errors here
+                mapped = self._boundary.map(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             item = by_wire.get(line.custom_id)
             if item is None or item.custom_id in seen:
                 continue  # not ours, or said twice: each result is used once

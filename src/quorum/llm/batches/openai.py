@@ -84,6 +84,15 @@ class OpenAIBatches:
         return _status(await self._boundary.guard(self._client.batches.cancel(batch_id)))
 
     async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
+        try:
+            return await self._find(intent, claimed)
+        except Exception as exc:  # the listing pages through the SDK: map its errors here
+            mapped = self._boundary.map(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
         """The batch whose metadata names the intent (newest first, back to the intent)."""
         since = intent.written_at - CLOCK_SKEW_S
         async for batch in self._client.batches.list(limit=_LIST_PAGE):
