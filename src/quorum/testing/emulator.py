@@ -63,7 +63,7 @@ from quorum.errors import ConfigError
 from quorum.llm.fake import Rule, load_rules
 from quorum.testing._anthropic_api import AnthropicApi
 from quorum.testing._cache import CachePlan, PromptCache
-from quorum.testing._http import Exchange, HttpRequest, HttpServer
+from quorum.testing._http import Exchange, HttpServer
 from quorum.testing._latency import Latency, parse_latency
 from quorum.testing._limits import Limits
 from quorum.testing._openai_api import OpenAIApi
@@ -187,13 +187,13 @@ class Emulator:
 
     # --- serving ------------------------------------------------------------------
 
-    async def _handle(self, http: HttpRequest, exchange: Exchange) -> None:
-        api = self._apis.get(http.path)
-        if api is None or http.method != "POST":
-            _not_routed(http, exchange, api)
+    async def _handle(self, exchange: Exchange) -> None:
+        api = self._apis.get(exchange.path)
+        if api is None or exchange.method != "POST":
+            _not_routed(exchange, api)
             return
         wire = _Responder(api, exchange, f"emu{next(self._ids):010d}", self._limits)
-        if not api.authorized(http.headers):
+        if not api.authorized(exchange.headers):
             wire.error(
                 401,
                 "no API key was sent: send x-api-key or Authorization: Bearer "
@@ -201,9 +201,9 @@ class Emulator:
             )
             return
         try:
-            body = json.loads(http.body)
-            self.recent.append((http.path, body))
-            call = api.parse(body, http.headers)
+            body = json.loads(await exchange.body())
+            self.recent.append((exchange.path, body))
+            call = api.parse(body, exchange.headers)
         except WireError as exc:
             wire.error(exc.status, str(exc))
             return
@@ -246,9 +246,9 @@ class Emulator:
         self._response_started(plan)
         if call.stream:
             first, rest = wire.api.events(call, content, usage, wire.ident)
-            wire.start_stream(first)
+            await wire.start_stream(first)
             await _sleep(latency / 2)
-            wire.finish_stream(rest)
+            await wire.finish_stream(rest)
         else:
             await _sleep(latency / 2)
             wire.json(200, wire.api.message(call, content, usage, wire.ident))
@@ -268,10 +268,10 @@ class Emulator:
             await asyncio.Event().wait()  # until the client leaves or the server stops
         await _sleep(latency / 2)
         if fault.kind == "reset":
-            wire.exchange.reset()
+            await wire.exchange.reset()
         elif fault.kind == "malformed":
             await _sleep(latency / 2)
-            wire.broken(call.stream)
+            await wire.broken(call.stream)
         else:
             wire.error(int(fault.kind), fault.message, retry_after=fault.retry_after)
 
@@ -300,19 +300,19 @@ class _Responder:
             extra = [("retry-after", "1")]
         self.json(status, self.api.error(status, message), extra)
 
-    def start_stream(self, first: bytes) -> None:
+    async def start_stream(self, first: bytes) -> None:
         headers = [*self.headers("text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
-        self.exchange.start_stream(200, headers)
-        self.exchange.write_chunk(first)
+        await self.exchange.start_stream(200, headers)
+        await self.exchange.write_chunk(first)
 
-    def finish_stream(self, rest: bytes) -> None:
-        self.exchange.write_chunk(rest)
-        self.exchange.end_stream()
+    async def finish_stream(self, rest: bytes) -> None:
+        await self.exchange.write_chunk(rest)
+        await self.exchange.end_stream()
 
-    def broken(self, stream: bool) -> None:
+    async def broken(self, stream: bool) -> None:
         if stream:
-            self.start_stream(self.api.malformed(True))
-            self.exchange.end_stream()
+            await self.start_stream(self.api.malformed(True))
+            await self.exchange.end_stream()
         else:
             self.json(200, self.api.malformed(False))
 
@@ -391,17 +391,17 @@ def _limits(rpm: int | None, itpm: int | None, burst: float) -> Limits:
 _ROUTES = "POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI)"
 
 
-def _not_routed(http: HttpRequest, exchange: Exchange, api: WireApi | None) -> None:
+def _not_routed(exchange: Exchange, api: WireApi | None) -> None:
     """A health answer on ``GET /``, else 405 or 404 in the API's own error format."""
-    if api is None and http.method == "GET" and http.path in ("/", "/health"):
+    if api is None and exchange.method == "GET" and exchange.path in ("/", "/health"):
         body = json.dumps({"status": "ok", "serves": _ROUTES}).encode()
         exchange.respond(200, [("content-type", "application/json")], body)
         return
     if api is not None:
-        status, text = 405, f"{http.method} is not allowed on {http.path}: use POST"
+        status, text = 405, f"{exchange.method} is not allowed on {exchange.path}: use POST"
     else:
-        api = AnthropicApi() if not http.path.startswith("/v1/chat") else OpenAIApi()
-        status, text = 404, f"no route {http.method} {http.path}: this emulator serves {_ROUTES}"
+        api = AnthropicApi() if not exchange.path.startswith("/v1/chat") else OpenAIApi()
+        status, text = 404, f"no route {exchange.method} {exchange.path}: this emulator serves {_ROUTES}"
     exchange.respond(status, [("content-type", "application/json")], api.error(status, text))
 
 
