@@ -64,6 +64,11 @@ class Exchange:
     def query(self) -> Mapping[str, str]:
         return self.request.query
 
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` as the client addressed it, for URLs in answers."""
+        return f"{self.request.scheme}://{self.request.host}"
+
     async def body(self) -> bytes:
         return await self.request.read()
 

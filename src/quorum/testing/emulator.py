@@ -62,11 +62,14 @@ from typing import Any
 from quorum.errors import ConfigError
 from quorum.llm.fake import Rule, load_rules
 from quorum.testing._anthropic_api import AnthropicApi
+from quorum.testing._anthropic_batches import AnthropicBatches
+from quorum.testing._batches import BatchBook, BatchOptions, Item
 from quorum.testing._cache import CachePlan, PromptCache
 from quorum.testing._http import Exchange, HttpServer
 from quorum.testing._latency import Latency, parse_latency
 from quorum.testing._limits import Limits
 from quorum.testing._openai_api import OpenAIApi
+from quorum.testing._openai_batches import OpenAIBatches
 from quorum.testing._stats import EmulatorStats
 from quorum.testing._wire import Call, Content, Fault, WireApi, WireError, answer
 
@@ -101,6 +104,11 @@ class Emulator:
         cache_ttl: float = 300.0,
         cache_min_tokens: int = 0,
         retry_after: int = 1,
+        batch_time: float = 1.0,
+        batch_errored: float = 0.0,
+        batch_expired: float = 0.0,
+        batch_max_requests: int | None = None,
+        batch_max_bytes: int | None = None,
     ) -> None:
         self.rules: list[Rule] = _rules_of(script)
         self.latency = parse_latency(latency)
@@ -113,6 +121,10 @@ class Emulator:
         self._limits = _limits(rpm, itpm, burst)
         self._cache = PromptCache(cache_ttl, time.monotonic, cache_min_tokens)
         self._apis: dict[str, WireApi] = {api.path: api for api in (AnthropicApi(), OpenAIApi())}
+        options = BatchOptions(batch_time, batch_errored, batch_expired, batch_max_requests, batch_max_bytes)
+        self._batch_book = BatchBook(options, self.stats, random.Random(seed))
+        self._anthropic_batches = AnthropicBatches(self._batch_book, self._batch_item)
+        self._openai_batches = OpenAIBatches(self._batch_book, self._batch_item)
         self._server = HttpServer(self._handle, self.stats, host=host, port=port)
         self._host = host
         self._ids = itertools.count(1)
@@ -189,6 +201,12 @@ class Emulator:
 
     async def _handle(self, exchange: Exchange) -> None:
         api = self._apis.get(exchange.path)
+        if api is None and exchange.path.startswith(BATCH_PATHS):
+            batches = (
+                self._anthropic_batches if exchange.path.startswith("/v1/messages/") else self._openai_batches
+            )
+            await batches.handle(exchange)
+            return
         if api is None or exchange.method != "POST":
             _not_routed(exchange, api)
             return
@@ -226,6 +244,26 @@ class Emulator:
             await self._fail(outcome, call, wire, latency)
         else:
             await self._reply(outcome, call, wire, latency)
+
+    def _batch_item(self, api: WireApi, custom_id: str, params: Any, headers: Mapping[str, str]) -> Item:
+        """One batch request, answered as the same online call would be (see ``_batches``)."""
+        fate = self._batch_book.fate()
+        if fate == "expired":
+            return Item(custom_id, "expired", 0)
+        try:
+            call = api.parse(params, headers)
+        except WireError as exc:
+            return Item(custom_id, "errored", exc.status, json.loads(api.error(exc.status, str(exc))))
+        if fate == "errored":
+            message = "injected batch item error (emulator batch_errored)"
+            return Item(custom_id, "errored", 500, json.loads(api.error(500, message)))
+        outcome, _ = answer(self.rules, call)
+        if isinstance(outcome, Fault):
+            status = int(outcome.kind) if outcome.kind.isdigit() else 500
+            return Item(custom_id, "errored", status, json.loads(api.error(status, outcome.message)))
+        usage = api.usage(call, outcome, CachePlan())
+        body = json.loads(api.message(call, outcome, usage, f"emu{next(self._ids):010d}"))
+        return Item(custom_id, "succeeded", 200, body, call.model, usage)
 
     def _draw_error(self) -> Fault | None:
         roll = self._rng.random()  # drawn for every request, so runs repeat
@@ -388,7 +426,11 @@ def _limits(rpm: int | None, itpm: int | None, burst: float) -> Limits:
     return Limits(rpm, itpm, burst, time.monotonic)
 
 
-_ROUTES = "POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI)"
+BATCH_PATHS = ("/v1/messages/batches", "/v1/batches", "/v1/files")
+_ROUTES = (
+    "POST /v1/messages and /v1/messages/batches (Anthropic), "
+    "POST /v1/chat/completions, /v1/files and /v1/batches (OpenAI)"
+)
 
 
 def _not_routed(exchange: Exchange, api: WireApi | None) -> None:
