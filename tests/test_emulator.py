@@ -681,9 +681,10 @@ def test_quorum_emulate_takes_tpm_as_another_name_for_itpm(monkeypatch: pytest.M
     monkeypatch.setattr(emulate, "_serve", serve_nothing)
     app = typer.Typer()
     app.command()(emulate.command)
-    result = CliRunner().invoke(app, ["--tpm", "1234"])
+    result = CliRunner().invoke(app, ["--tpm", "1234", "--batch-time", "5", "--batch-expired", "0.1"])
     assert result.exit_code == 0, result.output
     assert seen["itpm"] == 1234
+    assert (seen["batch_time"], seen["batch_expired"]) == (5.0, 0.1)
 
 
 async def test_stop_closes_idle_keep_alive_connections_at_once() -> None:

@@ -49,12 +49,27 @@ def command(
         ),
     ] = 60.0,
     seed: Annotated[int, typer.Option(help="Seed for injected errors and latency.")] = 0,
+    batch_time: Annotated[float, typer.Option(help="Seconds from creating a batch until it ends.")] = 1.0,
+    batch_errored: Annotated[
+        float, typer.Option(help="Share of batch items (0 to 1) that end errored.")
+    ] = 0.0,
+    batch_expired: Annotated[float, typer.Option(help="Share of batch items (0 to 1) that expire.")] = 0.0,
+    batch_max_requests: Annotated[
+        int | None,
+        typer.Option(help="Requests a batch may hold (default: 100,000 at Anthropic, 50,000 at OpenAI)."),
+    ] = None,
+    batch_max_bytes: Annotated[
+        int | None,
+        typer.Option(help="Bytes a batch may hold (default: 256 MB at Anthropic, 200 MB at OpenAI)."),
+    ] = None,
 ) -> None:
     """Serve a local Anthropic- and OpenAI-compatible API until Ctrl-C.
 
     The official SDKs talk to it unmodified: export the printed
     variables, or give the base URLs to your client. Answers come
-    from --script rules, else a short echo.
+    from --script rules, else a short echo. The batch APIs
+    (Anthropic Message Batches, OpenAI Files and Batch) are served
+    too, with the --batch-* options.
     """
     errors = {
         "429": error_429,
@@ -72,7 +87,19 @@ def command(
         raise typer.Exit(2)
     try:
         emulator = Emulator(
-            script, latency=latency, errors=errors, rpm=rpm, itpm=itpm, burst=burst, port=port, seed=seed
+            script,
+            latency=latency,
+            errors=errors,
+            rpm=rpm,
+            itpm=itpm,
+            burst=burst,
+            port=port,
+            seed=seed,
+            batch_time=batch_time,
+            batch_errored=batch_errored,
+            batch_expired=batch_expired,
+            batch_max_requests=batch_max_requests,
+            batch_max_bytes=batch_max_bytes,
         )
     except ConfigError as exc:
         typer.echo(f"quorum emulate: {exc}", err=True)

@@ -11,7 +11,8 @@ bill::
         ...
         assert emu.stats.count(status=429) > 0
 
-Answers come from the fake provider's rules (see ``quorum.llm.fake``), so one script
+The batch APIs of both providers are served too (see ``batch_time`` below). Answers
+come from the fake provider's rules (see ``quorum.llm.fake``), so one script
 serves logic tests through ``FakeProvider`` and wire tests through the emulator. A
 rule's ``error`` is acted out on the wire (``rate_limited`` is a 429 with retry-after,
 ``timeout`` a hang, ``connection`` a reset, ``invalid_reply`` a broken JSON body...).
@@ -39,6 +40,13 @@ The knobs:
     cached (0 here so tests stay small; Anthropic's own minimum is 1024 tokens).
 ``retry_after``
     the seconds an injected 429 asks the client to wait (1).
+``batch_time``, ``batch_errored``, ``batch_expired``, ``batch_max_requests``, ``batch_max_bytes``
+    the batch APIs (Anthropic ``/v1/messages/batches``; OpenAI ``/v1/files`` and
+    ``/v1/batches``): seconds from create until a batch ends (1), the shares of its items
+    that end errored or expired whatever the rules say (0), and its size limits (the
+    provider's own when not given: 100,000 requests or 256 MB at Anthropic, 50,000
+    requests and 200 MB at OpenAI). Items are answered by the same rules as online calls;
+    ``stats`` counts ``batches_created`` and the items billed, at half the online price.
 ``seed``
     the random draws (errors, latency) repeat for the same seed and request order.
 """
