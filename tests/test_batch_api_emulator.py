@@ -3,6 +3,8 @@ a full lifecycle per provider, errors and expiry resubmitted, a kill at each ste
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from quorum import errors
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchRunner
 from quorum.llm.anthropic import AnthropicProvider
@@ -20,7 +23,11 @@ from quorum.llm.openai import OpenAIProvider
 from quorum.llm.types import Request
 from quorum.testing.emulator import Emulator
 
-RULES = [{"match": "greet", "reply": "Hello from the script."}]
+RULES = [
+    {"match": "greet", "reply": "Hello from the script."},
+    {"match": "please fail", "error": "overloaded"},
+    {"match": "bad one", "error": "bad_request"},
+]
 PROVIDERS = ["anthropic", "openai"]
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
@@ -166,3 +173,57 @@ async def test_a_kill_at_each_step_then_a_resume_makes_one_batch_and_each_result
     assert len(results) == 20
     assert set(seen.values()) == {1}  # each result once
     assert report.batches_adopted == (1 if step == "after_create" else 0)  # the orphan, found again
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+async def test_a_permanent_item_error_is_kept_and_a_passing_one_retried(tmp_path: Path, kind: str) -> None:
+    work = [BatchItem("fine", Request.of("fine")), BatchItem("bad", Request.of("bad one"))]
+    work.append(BatchItem("busy", Request.of("please fail")))
+    async with Emulator(script=RULES, batch_time=0.02) as emu:
+        api, _ = apis(kind, emu)
+        with BatchLedger(tmp_path / "j.db") as ledger:
+            report = await runner(api, ledger, max_rounds=2).run(work)
+            results = ledger.results()
+        await api.aclose()
+    assert results["fine"]["status"] == "ok"
+    assert results["bad"]["error"]["type"] == "BadRequest"
+    assert results["busy"]["error"]["type"] == "Timeout"  # sent twice, then given up with advice
+    assert "--fallback-online" in results["busy"]["error"]["message"]
+    assert emu.stats.batches_created == 2
+    assert report.resubmitted == 1
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+async def test_an_orphan_is_found_again_and_only_its_own(kind: str) -> None:
+    work = items(3)
+    async with Emulator(batch_time=5) as emu:
+        api, _ = apis(kind, emu)
+        intent = Intent("job-x", "job-x.1", tuple(i.custom_id for i in work), written_at=time.time())
+        created = await api.create(intent, work)
+        found = await api.find(intent)
+        taken = await api.find(intent, frozenset({created.id}))
+        other = await api.find(Intent("job-x", "job-x.2", ("a",), written_at=time.time()))
+        later = await api.find(Intent("job-x", "job-x.1", intent.custom_ids, written_at=time.time() + 3600))
+        await api.aclose()
+    assert found is not None
+    assert found.id == created.id
+    assert taken is None  # owned by another intent already
+    assert other is None  # another size (Anthropic) or another tag (OpenAI)
+    assert later is None  # created long before the intent: not its batch
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+async def test_a_cancelled_batch_leaves_its_items_to_send_again(kind: str) -> None:
+    work = items(2)
+    async with Emulator(batch_time=30) as emu:
+        api, _ = apis(kind, emu)
+        status = await api.create(Intent("job", "job.1", ("row 0", "row 1"), written_at=0.0), work)
+        await api.cancel(status.id)
+        for _ in range(100):
+            if (await api.retrieve(status.id)).ended:
+                break
+            await asyncio.sleep(0.02)
+        results = [r async for r in api.results(status.id, work)]
+        await api.aclose()
+    assert {r.kind for r in results} <= {"canceled", "expired"}
+    assert all(isinstance(r.error, errors.TransientError) for r in results)
