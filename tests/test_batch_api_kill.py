@@ -74,3 +74,34 @@ def test_sigkill_at_random_moments_then_resume_pays_for_each_batch_once(
     assert emulator.stats.batches_created == len(created) == 3  # the job, then the 4 twice more
     assert emulator.stats.batch_items == 100 + 4 + 4  # the item set went out once
     assert kills >= 1
+
+
+def test_ctrl_c_detaches_says_how_to_resume_and_the_resume_collects(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"k{n}", "prompt": f"q {n}"}) + "\n" for n in range(5)))
+    out = tmp_path / "out.jsonl"
+    with Emulator(batch_time=2.5).in_thread() as emu:
+        env = {
+            **os.environ,
+            "ANTHROPIC_BASE_URL": emu.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "sk-test",
+            "QUORUM_CACHE_DIR": str(tmp_path / "cache"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        }
+        command = [sys.executable, "-m", "quorum.cli.main", "batch", str(source), "-o", str(out)]
+        command += ["-m", "anthropic/claude-haiku-4-5", "--batch-api", "--poll", "0.05"]
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):  # wait for the batch to exist, then press Ctrl-C once
+            if emu.stats.batches_created:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, said = process.communicate(timeout=60)
+        assert process.returncode == 130, said
+        assert "detaching: the batches keep running at the provider" in said
+        assert "to resume" in said
+        assert not out.exists()  # incomplete: only OUTPUT.partial
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == [f"k{n}" for n in range(5)]
+    assert emu.stats.batches_created == 1  # the resume collected the detached batch
