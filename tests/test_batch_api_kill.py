@@ -80,7 +80,7 @@ def test_ctrl_c_detaches_says_how_to_resume_and_the_resume_collects(tmp_path: Pa
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": f"k{n}", "prompt": f"q {n}"}) + "\n" for n in range(5)))
     out = tmp_path / "out.jsonl"
-    with Emulator(batch_time=2.5).in_thread() as emu:
+    with Emulator(batch_time=3.0).in_thread() as emu:
         env = {
             **os.environ,
             "ANTHROPIC_BASE_URL": emu.anthropic_base_url,
@@ -91,11 +91,11 @@ def test_ctrl_c_detaches_says_how_to_resume_and_the_resume_collects(tmp_path: Pa
         command = [sys.executable, "-m", "quorum.cli.main", "batch", str(source), "-o", str(out)]
         command += ["-m", "anthropic/claude-haiku-4-5", "--batch-api", "--poll", "0.05"]
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-        for _ in range(200):  # wait for the batch to exist, then press Ctrl-C once
-            if emu.stats.batches_created:
-                break
+        waited = time.monotonic() + 60
+        while not emu.stats.batches_created and time.monotonic() < waited:  # a slow start under load
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
+        assert emu.stats.batches_created == 1
+        process.send_signal(signal.SIGINT)  # Ctrl-C once, while the batch runs
         _, said = process.communicate(timeout=60)
         assert process.returncode == 130, said
         assert "detaching: the batches keep running at the provider" in said
