@@ -226,3 +226,46 @@ def test_second_signal_cancels_the_calls_in_flight(tmp_path: Path) -> None:
         assert "resume" in stderr
         assert emu.stats.count(path="/v1/messages", status=200) == 0  # nothing answered
         assert emu.stats.aborted == 4  # the four in flight were cancelled
+
+
+def test_a_budget_stop_leaves_a_partial_output_and_a_resumable_job(
+    cli: CliRunner, tmp_path: Path, emulator: Emulator
+) -> None:
+    source = write(tmp_path / "in.jsonl", *({"id": i, "prompt": f"budget {i}"} for i in range(30)))
+    out = tmp_path / "out.jsonl"
+    command = ["batch", str(source), "-o", str(out), "--model", MODEL, "--concurrency", "2"]
+    before = emulator.stats.count(path="/v1/messages")
+    stopped = cli.invoke(app, [*command, "--budget", "0.000001"])
+    assert stopped.exit_code == 1
+    assert "stopped early" in stopped.stderr
+    assert "run the same command again to resume" in stderr_of(stopped)
+    assert not out.exists()
+    assert (tmp_path / "out.jsonl.partial").exists()
+    paid = emulator.stats.count(path="/v1/messages") - before
+    assert 0 < paid < 30
+    done = cli.invoke(app, command)
+    assert done.exit_code == 0, done.output
+    assert emulator.stats.count(path="/v1/messages") - before == 30  # nothing paid twice
+    assert sorted(r["custom_id"] for r in results(out)) == sorted(str(i) for i in range(30))
+
+
+def stderr_of(result: Any) -> str:
+    return " ".join(str(result.stderr).split())  # rich wraps long lines
+
+
+def test_a_second_process_on_the_same_job_is_refused_and_leaves_the_output_alone(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    from quorum.store.journal import Journal
+
+    source = write(tmp_path / "in.jsonl", {"id": "a", "prompt": "x"})
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_text("a line the running job wrote\n")
+    running = Journal(tmp_path / "out.jsonl.journal")  # another process holds the job
+    try:
+        done = cli.invoke(app, ["batch", str(source), "-o", str(tmp_path / "out.jsonl"), "-m", MODEL])
+    finally:
+        running.close()
+    assert done.exit_code == 2
+    assert "another quorum process" in done.stderr
+    assert partial.read_text() == "a line the running job wrote\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -16,6 +17,7 @@ import pytest
 
 import quorum
 from quorum.llm.fake import FakeProvider
+from quorum.llm.pricing import Price
 from quorum.llm.types import Message, Reply, Request, Usage
 from quorum.store.cache import Cached, CacheHit, ResponseCache, request_key
 
@@ -211,3 +213,25 @@ def test_prune_removes_what_was_not_used_for_a_while(tmp_path: Path) -> None:
     assert cache.get("old") is None
     assert cache.get("new") is not None
     assert cache.clear() == 1
+
+
+async def test_a_hit_takes_no_rate_capacity(tmp_path: Path) -> None:
+    fake = FakeProvider(responder=lambda r: "fine")
+    llm = quorum.connect(fake, rpm=1, cache=tmp_path / "c.sqlite3")  # one request a minute
+    await llm.complete(BASE)
+    again = await asyncio.wait_for(llm.complete(BASE), timeout=2)  # would wait a minute if limited
+    assert again.cost == 0.0
+    assert len(fake.calls) == 1
+
+
+async def test_a_hit_is_not_charged_to_the_run(tmp_path: Path) -> None:
+    fake = FakeProvider(responder=lambda r: "fine", price=Price(1.0, 1.0, 0.1, 1.25))
+    llm = quorum.connect(fake, cache=tmp_path / "c.sqlite3")
+    first = await quorum.run(llm.complete, [BASE])
+    again = await quorum.run(llm.complete, [BASE])
+    assert first.summary.calls == 1
+    assert first.summary.cost
+    assert again.summary.calls == 0
+    assert again.summary.cost is None
+    assert again.outcomes[0].value is not None
+    assert again.outcomes[0].value.usage == first.outcomes[0].value.usage  # kept for reference

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from quorum.engine.jobs import journaled
+from quorum.engine.jobs import journaled, run_journaled
 from quorum.engine.outcome import Status
 from quorum.errors import ConfigError
-from quorum.store.journal import Journal, JournalMismatch
+from quorum.store.journal import Journal, JournalMismatch, JournalUnwritable
 
 
 def make_task(calls: list[str], *, fail: set[str] | None = None, delay: float = 0.0):  # type: ignore[no-untyped-def]
@@ -128,3 +128,22 @@ def test_a_file_that_is_not_a_journal_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 1000)
     with pytest.raises(ConfigError, match="--restart"):
         Journal(path)
+
+
+async def test_run_journaled_gives_every_outcome_in_input_order(tmp_path: Path) -> None:
+    calls: list[str] = []
+    items = [f"x{i}" for i in range(12)]
+    result = await run_journaled(make_task(calls, delay=0.001), items, tmp_path / "j.db", ids=ids)
+    again = await run_journaled(make_task(calls), items, tmp_path / "j.db", ids=ids)
+    assert [o.id for o in again.outcomes] == items
+    assert again.values == result.values
+    assert len(calls) == 12
+
+
+async def test_a_journal_that_cannot_be_written_fails_the_task_instead_of_hanging(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    journal._writer.execute("PRAGMA query_only = ON")  # every write now fails
+    seq = journal.record("a", "fp", "ok", result=1)
+    with pytest.raises(JournalUnwritable, match="could not be written"):
+        await asyncio.wait_for(journal.committed(seq), timeout=5)
+    journal.close()

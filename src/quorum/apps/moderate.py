@@ -21,15 +21,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from quorum.apps.moderate_journal import ballot_fingerprint, result_from_json, result_to_json
 from quorum.engine.budget import Budget
 from quorum.engine.connection import connect
 from quorum.engine.context import nest
 from quorum.engine.events import EventSink
+from quorum.engine.jobs import Journaled, journaled
 from quorum.engine.outcome import Outcome, Summary
-from quorum.engine.runner import stream
+from quorum.engine.runner import Stream, stream
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.adaptive import Adaptive
@@ -166,13 +169,16 @@ def moderate(
     concurrency: int = CONCURRENCY,
     budget: Budget | None = None,
     on_event: EventSink | None = None,
+    journal: str | Path | None = None,
+    restart: bool = False,
 ) -> Moderation:
     """Judge every text by a vote of ``voters`` among ``options``; see ``Moderation``.
 
     ``llm``: a provider, connection or model string (``None``: the default model).
     ``threshold``: the winner's share of valid votes needed for ``consensus``.
-    ``adaptive``: stop each vote early once its winner is settled. The ballot is checked
-    here, before any call."""
+    ``adaptive``: stop each vote early once its winner is settled. ``journal``: a file
+    that records each finished verdict, so running again judges only the rest
+    (``restart=True`` forgets it). The ballot is checked here, before any call."""
     if isinstance(texts, str):
         raise ConfigError("texts is one string; pass a list of texts, e.g. moderate([text], ...)")
     check_ballot(voters, options)
@@ -186,6 +192,8 @@ def moderate(
         concurrency=concurrency,
         budget=budget,
         on_event=on_event,
+        journal=journal,
+        restart=restart,
     )
 
 
@@ -200,6 +208,8 @@ class Moderation:
         voters: Sequence[Voter],
         options: Sequence[str],
         texts: Iterable[str | Item] | AsyncIterable[str | Item],
+        journal: str | Path | None = None,
+        restart: bool = False,
         **run_options: Any,
     ) -> None:
         self._workflow = workflow
@@ -208,7 +218,22 @@ class Moderation:
         # Items pulled but not yet reported, by input position: an outcome that failed or
         # was skipped carries no value, and its verdict still needs the item's id and line.
         self._pending: dict[int, Item] = {}
-        self._stream = stream(self._judge, self._items(texts), ids=_item_id, **run_options)
+        self._stream: Stream[Item, VotingResult] | Journaled[Item, VotingResult]
+        if journal is None:
+            self._stream = stream(self._judge, self._items(texts), ids=_item_id, **run_options)
+        else:  # durable jobs: finished texts are not judged again
+            threshold = workflow.consensus_threshold
+            self._stream = journaled(
+                self._judge,
+                self._items(texts),
+                journal,
+                ids=_item_id,
+                fingerprint=lambda item: ballot_fingerprint(item.text, voters, options, threshold),
+                encode=result_to_json,
+                decode=result_from_json,
+                restart=restart,
+                **run_options,
+            )
 
     @property
     def summary(self) -> Summary:

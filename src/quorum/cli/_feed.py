@@ -17,6 +17,7 @@ from quorum.cli.common import stderr
 from quorum.cli.progress import ProgressDisplay
 from quorum.engine.events import Event, EventKind
 from quorum.engine.outcome import Outcome, Summary
+from quorum.store.cache import TOTALS as cache_totals
 
 
 def every_event(_event: Event) -> bool:
@@ -37,6 +38,7 @@ class Feed:
         self.display = ProgressDisplay(title, group=group)
         self.calls = Summary()
         self._is_call = is_call
+        self._cache_before = cache_totals.copy()  # durable jobs: hits during this command
 
     def __enter__(self) -> Feed:
         self.display.__enter__()
@@ -56,6 +58,9 @@ class Feed:
         """The closing line on stderr: the calls, timed against the whole run's wall time."""
         self.calls.wall_s = run.wall_s
         stderr.print(f"[dim]calls: {escape(self.calls.line())}[/dim]")
+        cached = cache_totals.since(self._cache_before)
+        if cached.hits:  # durable jobs
+            stderr.print(f"[dim]cache: {escape(cached.line())}[/dim]")
         if run.stopped:
             stderr.print(f"[yellow]stopped early: {escape(run.stopped)}[/yellow]")
 

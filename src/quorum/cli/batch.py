@@ -66,9 +66,6 @@ def command(
         bool, typer.Option("--restart", help="Forget the journal and call every line.")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order.")] = False,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Neither read nor fill the response cache.")
-    ] = False,
     # --batch-api: the provider's batch API (quorum.cli.batch_api)
     batch_api: Annotated[
         bool,
@@ -108,7 +105,7 @@ def command(
             output,
             _journal_path(journal, output),
             restart=restart,
-            no_cache=no_cache,
+            no_cache=not settings.cache,
             fallback_online=fallback_online,
             deadline=deadline,
             poll_s=poll,
@@ -116,7 +113,7 @@ def command(
         raise typer.Exit(execute(api_job.run, verbose=settings.verbose))
     if fallback_online or deadline is not None:
         fail("--fallback-online and --deadline go with --batch-api")
-    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered, no_cache)
+    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered)
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
 
@@ -177,25 +174,33 @@ class Models:
 
 
 class Output:
-    """Result lines to stdout, or to ``PATH.partial`` renamed to ``PATH`` once complete."""
+    """Result lines to stdout, or to ``PATH.partial`` renamed to ``PATH`` once complete.
+
+    The file is opened only once the journal is held, so a second process on the same job
+    is refused before it can truncate the first one's output."""
 
     def __init__(self, path: str) -> None:
         self.path = None if path == "-" else Path(path)
         self.partial = None if self.path is None else self.path.with_name(self.path.name + ".partial")
-        self._file: IO[str] = sys.stdout if self.partial is None else self.partial.open("w", encoding="utf-8")
+        self._file: IO[str] | None = None
         self.written = 0
 
+    def open(self) -> None:
+        self._file = sys.stdout if self.partial is None else self.partial.open("w", encoding="utf-8")
+
     def write(self, record: Record) -> None:
+        assert self._file is not None, "Output.open() first"
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.written += 1
         if self.partial is None:
             self._file.flush()  # a line per result as it comes, even into a pipe
 
     def close(self, *, complete: bool) -> None:
-        if self.partial is None or self.path is None:
-            self._file.flush()
+        if self._file is None:
             return
         self._file.flush()
+        if self.partial is None or self.path is None:
+            return
         os.fsync(self._file.fileno())
         self._file.close()
         if complete:
@@ -248,7 +253,6 @@ class BatchJob:
         journal: Path | None,
         restart: bool,
         ordered: bool,
-        no_cache: bool,
     ) -> None:
         self.settings = settings
         self.input_path = input_path
@@ -256,7 +260,7 @@ class BatchJob:
         self.journal = journal
         self.restart = restart
         self.ordered = ordered
-        self.cache = None if no_cache else ResponseCache()
+        self.cache = ResponseCache() if settings.cache else None
         self.models = Models(settings, self.cache)
         self.signals = 0
         self.source_done = False
@@ -293,6 +297,7 @@ class BatchJob:
     async def _drive(self, flow: Journaled[Work, Record], out: Output) -> None:
         with BatchProgress(_count_lines(self.input_path)) as progress, self._signals(flow):
             async with flow:
+                out.open()
                 async for outcome in flow:
                     record = outcome.value if outcome.ok and outcome.value else _error_record(outcome)
                     self.counts["ok" if record["status"] == "ok" else "error"] += 1

@@ -48,6 +48,9 @@ BudgetOpt = Annotated[
     float | None, typer.Option("--budget", min=0, help="Stop dispatching once this many dollars are spent.")
 ]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0.001, help="Seconds allowed per call.")]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither read nor fill the response cache (see quorum cache).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write JSON to stdout instead of text.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log every request and reply (keys redacted) to stderr.")
@@ -66,6 +69,7 @@ class Settings:
     timeout: float | None = None
     json: bool = False
     verbose: bool = False
+    cache: bool = True  # the response cache (quorum.store.cache); --no-cache turns it off
 
     def connect(self) -> Connection:
         """The connection for this run; says on stderr which model runs and why."""
@@ -81,6 +85,7 @@ class Settings:
             itpm=self.tpm if anthropic else None,
             tpm=None if anthropic else self.tpm,
             timeout=self.timeout if self.timeout is not None else 300.0,
+            cache=self.cache,
         )
 
     def make_budget(self) -> Budget | None:
@@ -95,6 +100,7 @@ COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("tpm", TpmOpt, None),
     ("budget", BudgetOpt, None),
     ("timeout", TimeoutOpt, None),
+    ("no_cache", NoCacheOpt, False),
     ("json_output", JsonOpt, False),
     ("verbose", VerboseOpt, False),
 )
@@ -123,6 +129,7 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         common = {name: kwargs.pop(name) for name, _a, _d in COMMON_OPTIONS}
         common["json"] = common.pop("json_output")
+        common["cache"] = not common.pop("no_cache")
         return command(*args, settings=Settings(**common), **kwargs)
 
     wrapper.__annotations__ = hints | {n: a for n, a, _d in COMMON_OPTIONS}

@@ -86,6 +86,13 @@ def command(
         bool, typer.Option("--adaptive", help="Stop each vote once its winner is settled (fewer calls).")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write verdicts in input order.")] = False,
+    journal: Annotated[
+        str | None,
+        typer.Option("--journal", help="Record each verdict here; run again to judge only the rest."),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the --journal and judge every text.")
+    ] = False,
     *,
     settings: Settings,
 ) -> None:
@@ -99,6 +106,8 @@ def command(
         threshold=threshold,
         adaptive=Adaptive() if adaptive else None,
         ordered=ordered,
+        journal=journal,
+        restart=restart,
     )
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
@@ -176,6 +185,8 @@ class Job:
     threshold: float
     adaptive: Adaptive | None
     ordered: bool
+    journal: str | None = None  # durable jobs
+    restart: bool = False
 
     async def run(self) -> int:
         """Moderate every text, writing verdicts as they come; the exit code."""
@@ -206,6 +217,8 @@ class Job:
             concurrency=self.settings.concurrency,
             budget=self.settings.make_budget(),
             on_event=feed.on_event,
+            journal=self.journal,
+            restart=self.restart,
         )
 
     def _write(self, verdict: Verdict, collected: list[dict[str, Any]]) -> None:

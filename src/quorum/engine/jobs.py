@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from quorum.engine.context import current_meter
-from quorum.engine.outcome import Outcome, Summary
+from quorum.engine.outcome import Outcome, RunResult, Summary
 from quorum.engine.runner import Stream, stream
 from quorum.errors import ConfigError, describe
 from quorum.store.journal import OK, Entry, Journal
@@ -110,6 +110,9 @@ class Journaled(Generic[T, R]):
             if self.journal is not None and not isinstance(self._journal_arg, Journal):
                 await self.journal.aclose()
 
+    async def aclose(self) -> None:
+        await self.__aexit__(None, None, None)
+
     def stop(self) -> None:
         """Start nothing more; let the items running finish (and be journaled)."""
         self.stopping = True
@@ -183,6 +186,22 @@ async def _each(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     else:
         for item in items:
             yield item
+
+
+async def run_journaled(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    /,
+    journal: str | Path | Journal,
+    **options: Any,
+) -> RunResult[R]:
+    """``run(fn, items, journal=PATH)``: every outcome in input order and the summary,
+    through a journal; options as for ``journaled``."""
+    outcomes: list[Outcome[R]] = []
+    async with journaled(fn, items, journal, ordered=True, **options) as flow:
+        async for outcome in flow:
+            outcomes.append(outcome)
+    return RunResult(outcomes, flow.summary)
 
 
 def journaled(

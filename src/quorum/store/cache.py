@@ -130,6 +130,22 @@ class CacheCounts:
     def line(self) -> str:
         return f"{self.hits} from cache, ${self.saved:.2f} not spent"
 
+    def since(self, earlier: CacheCounts) -> CacheCounts:
+        """What happened after ``earlier`` (a copy of these counts taken before)."""
+        return CacheCounts(
+            self.hits - earlier.hits,
+            self.saved - earlier.saved,
+            self.misses - earlier.misses,
+            self.stored - earlier.stored,
+        )
+
+    def copy(self) -> CacheCounts:
+        return CacheCounts(self.hits, self.saved, self.misses, self.stored)
+
+
+# Every cache of this process together: what a command's closing line reports.
+TOTALS = CacheCounts()
+
 
 def reply_to_json(reply: Reply) -> str:
     u = reply.usage
@@ -195,14 +211,16 @@ class ResponseCache:
             row = db.execute("SELECT reply, cost FROM replies WHERE key = ?", (key,)).fetchone()
             if row is None:
                 self.counts.misses += 1
+                TOTALS.misses += 1
                 return None
             db.execute("UPDATE replies SET used = ?, hits = hits + 1 WHERE key = ?", (time.time(), key))
             reply = reply_from_json(row[0], key, row[1])
         except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
             self._give_up(exc)
             return None
-        self.counts.hits += 1
-        self.counts.saved += row[1] or 0.0
+        for counts in (self.counts, TOTALS):
+            counts.hits += 1
+            counts.saved += row[1] or 0.0
         return reply
 
     def put(self, key: str, reply: Reply) -> None:
@@ -222,6 +240,7 @@ class ResponseCache:
             self._give_up(exc)
             return
         self.counts.stored += 1
+        TOTALS.stored += 1
 
     # -- maintenance (``quorum cache``) ----------------------------------------------------
 

@@ -6,10 +6,13 @@ the error. Only ``ok`` is final: a re-run skips ok items and calls again for the
 (failed ones included: most failures are transient, and a permanent one costs nothing).
 
 Commits are grouped: ``record`` queues a row, a writer thread commits what is queued at
-once (with ``fsync``), and ``await committed(seq)`` waits for the commit holding it. A
-task that waits before taking its next item keeps the work a kill can lose to the calls
-in flight. The rows of a group reach the disk a few milliseconds after they land (far
-less than the 100 ms allowed), and the event loop never waits for the disk.
+once, and ``await committed(seq)`` waits for the commit holding it. A task that waits
+before taking its next item keeps the work a kill can lose to the calls in flight. The
+rows of a group are committed a few milliseconds after they land (far less than the
+100 ms allowed), and the event loop never waits for the file. A commit survives the
+process (``kill -9`` included); it is not ``fsync``ed one by one (WAL,
+``synchronous=NORMAL``), so a power cut may roll back the last ones, whose items are then
+called again.
 
 An item whose content changed under the same id is an error naming the id
 (``JournalMismatch``), unless the journal is opened with ``restart=True``, which forgets
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from quorum.errors import ConfigError
+from quorum.errors import ConfigError, QuorumError
 
 VERSION = "1"
 OK = "ok"
@@ -76,6 +79,10 @@ ON CONFLICT(id) DO UPDATE SET
 
 class JournalMismatch(ConfigError):
     """An item's content changed under an id the journal already holds."""
+
+
+class JournalUnwritable(QuorumError):
+    """The journal file could not be written (a full disk, a broken file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,7 @@ class Journal:
         self._committed = 0
         self._flusher: asyncio.Task[None] | None = None
         self._done: asyncio.Condition | None = None
+        self._failure: JournalUnwritable | None = None
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -136,7 +144,9 @@ class Journal:
         try:
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a journal row, once committed, is on the disk
+            # Committed rows survive the process (kill -9 included) without an fsync each; a
+            # power cut may roll back the last ones: those items are called again, never written twice.
+            db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"the journal {self.path} cannot be read ({exc}); move it away, or run with --restart"
@@ -227,13 +237,15 @@ class Journal:
         return self._recorded
 
     async def committed(self, seq: int) -> None:
-        """Wait until the row numbered ``seq`` is on the disk."""
+        """Wait until the row numbered ``seq`` is committed."""
         if self._committed >= seq:
             return
         self._start_flusher()
         assert self._done is not None
         async with self._done:
-            await self._done.wait_for(lambda: self._committed >= seq)
+            await self._done.wait_for(lambda: self._committed >= seq or self._failure is not None)
+        if self._failure is not None:
+            raise self._failure
 
     def _start_flusher(self) -> None:
         if self._flusher is not None and not self._flusher.done():
@@ -247,11 +259,18 @@ class Journal:
         self._flusher = loop.create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        while self._queue:
+        assert self._done is not None
+        while self._queue and self._failure is None:
             group, self._queue = self._queue, []
-            await asyncio.to_thread(self._write, group)
-            self._committed += len(group)
-            assert self._done is not None
+            try:
+                await asyncio.to_thread(self._write, group)
+            except (sqlite3.Error, OSError) as exc:  # a full disk: every waiter learns it
+                self._failure = JournalUnwritable(
+                    f"the journal {self.path} could not be written ({exc}); the results since the "
+                    f"last commit are not recorded"
+                )
+            else:
+                self._committed += len(group)
             async with self._done:
                 self._done.notify_all()
 
@@ -279,7 +298,8 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        self.flush()
+        if self._failure is None:
+            self.flush()
         self._reader.close()
         self._writer.close()
         self._lock_file.close()
