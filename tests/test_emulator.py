@@ -677,7 +677,7 @@ def test_quorum_emulate_takes_tpm_as_another_name_for_itpm(monkeypatch: pytest.M
     async def serve_nothing(emulator: Emulator) -> None:
         return None
 
-    monkeypatch.setattr(emulate, "Emulator", recording)
+    monkeypatch.setattr("quorum.testing.emulator.Emulator", recording)
     monkeypatch.setattr(emulate, "_serve", serve_nothing)
     app = typer.Typer()
     app.command()(emulate.command)

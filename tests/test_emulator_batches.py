@@ -308,3 +308,18 @@ async def test_openai_request_limit_fails_the_batch() -> None:
 def test_bad_batch_options_are_refused(options: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Emulator(**options)
+
+
+async def test_openai_files_retrieve_list_and_delete() -> None:
+    async with Emulator() as emu:
+        client = gpt(emu)
+        uploaded = await client.files.create(file=("in.jsonl", openai_file(["a"])), purpose="batch")
+        again = await client.files.retrieve(uploaded.id)
+        listed = [f.id async for f in client.files.list()]
+        deleted = await client.files.delete(uploaded.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.files.retrieve(uploaded.id)
+        await client.close()
+    assert (again.filename, again.bytes, again.purpose) == ("in.jsonl", len(openai_file(["a"])), "batch")
+    assert listed == [uploaded.id]
+    assert deleted.deleted

@@ -7,12 +7,14 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from quorum.errors import ConfigError
-from quorum.testing.emulator import Emulator
+
+if TYPE_CHECKING:
+    from quorum.testing.emulator import Emulator
 
 _SHARE = "Share of requests (0 to 1) that"
 MAX_PORT = 65535
@@ -85,8 +87,11 @@ def command(
             err=True,
         )
         raise typer.Exit(2)
+    # Imported here: the HTTP server is loaded by this command only, not by every `quorum` run.
+    from quorum.testing import emulator as emulator_module
+
     try:
-        emulator = Emulator(
+        emulator = emulator_module.Emulator(
             script,
             latency=latency,
             errors=errors,
