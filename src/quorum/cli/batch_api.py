@@ -194,14 +194,15 @@ class BatchApiJob:
         report = BatchReport()
         results: dict[str, Record] = {}
         todo = [BatchItem(line.id, line.request) for line in lines if line.id not in early and line.request]
-        try:
-            if todo and model is not None:
-                report, results = await self._batches(model, todo)
-        finally:
-            await self.models.aclose()
-        records = [early.get(line.id) or _output_record(line.id, results.get(line.id)) for line in lines]
-        complete = not report.detached and all(r is not None for r in records)
-        written = self._write([r for r in records if r is not None], complete)
+        with _ledger_path(self.journal) as path, _lock(path):  # one process per job, output included
+            try:
+                if todo and model is not None:
+                    report, results = await self._batches(model, todo, path)
+            finally:
+                await self.models.aclose()
+            records = [early.get(line.id) or _output_record(line.id, results.get(line.id)) for line in lines]
+            complete = not report.detached and all(r is not None for r in records)
+            written = self._write([r for r in records if r is not None], complete)
         failed = sum(1 for r in records if r is not None and r["status"] != "ok")
         code = self._close(report, written, complete, len(early), time.perf_counter() - started)
         return 1 if code == 0 and failed else code
@@ -240,7 +241,9 @@ class BatchApiJob:
             return None
         return {**_as_output(_ok_record(line.id, hit)), "cached": True}
 
-    async def _batches(self, model: str, todo: list[BatchItem]) -> tuple[BatchReport, dict[str, Record]]:
+    async def _batches(
+        self, model: str, todo: list[BatchItem], path: Path
+    ) -> tuple[BatchReport, dict[str, Record]]:
         connection = self.models.get(model)
         try:
             api = batches_for(model)
@@ -252,27 +255,27 @@ class BatchApiJob:
             if cache is not None:
                 cache.put(request_key(innermost(connection), request), reply)
 
-        with _ledger_path(self.journal) as path, _lock(path):  # one process per job
-            if self.restart:
-                forget(path)
-            try:
-                return await run_with_batches(
-                    api,
-                    todo,
-                    path,
-                    resume=self.resume,
-                    fallback=connection.complete if self.fallback_online else None,
-                    time_limit_s=self.deadline,
-                    store=store,
-                    poll_s=self.poll_s,
-                )
-            finally:
-                await api.aclose()
+        if self.restart:
+            forget(path)
+        try:
+            return await run_with_batches(
+                api,
+                todo,
+                path,
+                resume=self.resume,
+                fallback=connection.complete if self.fallback_online else None,
+                time_limit_s=self.deadline,
+                store=store,
+                poll_s=self.poll_s,
+            )
+        finally:
+            await api.aclose()
 
     def _write(self, records: list[Record], complete: bool) -> int:
         if self.output == "-" and not complete:
             return 0  # stdout cannot be rewritten: it gets the results once, when all are in
         out = Output(self.output)
+        out.open()
         for record in records:
             out.write(record)
         out.close(complete=complete)
