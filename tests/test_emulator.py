@@ -504,13 +504,19 @@ async def test_unknown_route_and_health(emu: Emulator) -> None:
     assert wrong_method.status_code == 405
 
 
-async def test_chunked_request_bodies_are_refused(emu: Emulator) -> None:
+async def test_chunked_request_bodies_are_read(emu: Emulator) -> None:
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "a"}]}
+    ).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
-    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
     await writer.drain()
     status_line = await reader.readline()
     writer.close()
-    assert b" 411 " in status_line
+    assert b" 200 " in status_line
 
 
 async def test_hundreds_of_simultaneous_connections_are_served() -> None:
@@ -640,3 +646,63 @@ def test_quorum_emulate_refuses_a_bad_latency() -> None:
     result = CliRunner().invoke(app, ["--latency", "uniform:2"])
     assert result.exit_code == 2
     assert "takes 2 number" in result.output
+
+
+def test_quorum_emulate_refuses_a_port_out_of_range_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "quorum.cli.emulate", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "quorum emulate: --port 99999 is not a TCP port: give 1 to 65535, or 0 for a free one"
+    ]
+
+
+def test_quorum_emulate_takes_tpm_as_another_name_for_itpm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from quorum.cli import emulate
+
+    seen: dict[str, Any] = {}
+
+    def recording(*args: Any, **kwargs: Any) -> Emulator:
+        seen.update(kwargs)
+        return Emulator(*args, **kwargs)
+
+    async def serve_nothing(emulator: Emulator) -> None:
+        return None
+
+    monkeypatch.setattr("quorum.testing.emulator.Emulator", recording)
+    monkeypatch.setattr(emulate, "_serve", serve_nothing)
+    app = typer.Typer()
+    app.command()(emulate.command)
+    result = CliRunner().invoke(app, ["--tpm", "1234", "--batch-time", "5", "--batch-expired", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert seen["itpm"] == 1234
+    assert (seen["batch_time"], seen["batch_expired"]) == (5.0, 0.1)
+
+
+async def test_stop_closes_idle_keep_alive_connections_at_once() -> None:
+    emu = Emulator()
+    await emu.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "a"}]}
+    ).encode()
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\ncontent-length: %d\r\n\r\n%b"
+        % (len(body), body)
+    )
+    await writer.drain()
+    assert b" 200 " in await reader.readline()
+    await reader.readuntil(b"}}")  # the whole reply: the connection is now idle and kept alive
+    assert emu.stats.connections_open == 1
+    await emu.stop()
+    assert emu.stats.connections_open == 0
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, not left for a timeout
+    writer.close()

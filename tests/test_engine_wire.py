@@ -52,7 +52,7 @@ async def eventually(check: Callable[[], bool], seconds: float = 3.0) -> bool:
 def serving(task: asyncio.Task[Any]) -> bool:
     """A task of the emulator's server (it shares this event loop), not of the client."""
     code = getattr(task.get_coro(), "cr_code", None)
-    return code is not None and "/quorum/testing/" in code.co_filename
+    return code is not None and ("/quorum/testing/" in code.co_filename or "/aiohttp/" in code.co_filename)
 
 
 def ask(llm: Connection) -> Callable[[str], Any]:

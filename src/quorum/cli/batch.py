@@ -66,6 +66,23 @@ def command(
         bool, typer.Option("--restart", help="Forget the journal and call every line.")
     ] = False,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order.")] = False,
+    # --batch-api: the provider's batch API (quorum.cli.batch_api)
+    batch_api: Annotated[
+        bool,
+        typer.Option("--batch-api", help="The provider's batch API: half the price, answers within 24 h."),
+    ] = False,
+    fallback_online: Annotated[
+        bool,
+        typer.Option("--fallback-online", help="With --batch-api: answer online what batches could not."),
+    ] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option("--deadline", min=1.0, help="With --batch-api: seconds the whole job may take."),
+    ] = None,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", min=0.01, help="With --batch-api: most seconds between two polls of a batch."),
+    ] = 60.0,
     *,
     settings: Settings,
 ) -> None:
@@ -79,6 +96,23 @@ def command(
             parse_model(settings.model)
         except errors.ConfigError as exc:
             fail(str(exc))
+    if batch_api:
+        from quorum.cli.batch_api import BatchApiJob  # the batch-API path of this command
+
+        api_job = BatchApiJob(
+            settings,
+            input_path,
+            output,
+            _journal_path(journal, output),
+            restart=restart,
+            no_cache=not settings.cache,
+            fallback_online=fallback_online,
+            deadline=deadline,
+            poll_s=poll,
+        )
+        raise typer.Exit(execute(api_job.run, verbose=settings.verbose))
+    if fallback_online or deadline is not None:
+        fail("--fallback-online and --deadline go with --batch-api")
     job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered)
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 

@@ -205,3 +205,13 @@ def _status_text(status: int | None) -> str:
 def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def item_error(provider: str, status: int | None, kind: str | None, message: str) -> errors.ProviderError:
+    """The quorum error for a failure reported inside a body (a batch item's result), by the
+    same rules as an HTTP error: the status, else the API's error type, picks the class."""
+    code = status or _STATUS_OF_TYPE.get(kind or "", 500)
+    detail = f"{message} ({kind})" if kind else message
+    cls = _class_for(code, f"{kind} {message}".lower())
+    text = redact(" ".join(f"{provider}: batch item answered HTTP {code}: {_clip(detail)}".split()))
+    return cls(text, status=code, provider=provider)

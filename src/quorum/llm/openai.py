@@ -133,12 +133,16 @@ class OpenAIProvider:
         raw = await self._client.chat.completions.with_raw_response.create(**params)
         # openai's raw response parses synchronously (anthropic's is a coroutine).
         completion = cast(ChatCompletion, raw.parse())
+        return self._answer(completion), raw.headers
+
+    def _answer(self, completion: ChatCompletion) -> _Answer:
+        """A whole completion's essentials (shared with the batch adapter's results)."""
         if not completion.choices:
             raise InvalidReply(
                 f"openai/{self.model} answered a completion with no choices", provider=self.name
             )
         choice = completion.choices[0]
-        answer = _Answer(
+        return _Answer(
             choice.message.content,
             choice.message.refusal,
             choice.finish_reason,
@@ -146,7 +150,6 @@ class OpenAIProvider:
             _usage(completion.usage),
             completion,
         )
-        return answer, raw.headers
 
     async def _stream(
         self, params: dict[str, Any], on_first_byte: Callable[[], None]

@@ -23,7 +23,10 @@ class EmulatorStats:
     ``requests`` counts finished requests by ``(path, status)``; status ``0`` means no
     response was sent (an injected reset or hang, or the client left first).
     ``aborted`` counts connections the client closed while a request was still being
-    answered: what a cancelled call looks like from the server.
+    answered: what a cancelled call looks like from the server. The ``batch_`` counters
+    cover the batch APIs: batches and items submitted, and the items billed (those that
+    succeeded, once their batch ended) with their tokens and cost at the batch price,
+    half the online one (``batch_cost_usd`` counts models with a known price only).
     """
 
     requests: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -36,6 +39,12 @@ class EmulatorStats:
     cache_reads: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    batches_created: int = 0
+    batch_items: int = 0
+    batch_items_billed: int = 0
+    batch_input_tokens: int = 0
+    batch_output_tokens: int = 0
+    batch_cost_usd: float = 0.0
 
     def count(self, path: str | None = None, status: int | None = None) -> int:
         """Finished requests, optionally only those for one path and/or one status."""
@@ -74,4 +83,10 @@ class EmulatorStats:
             "cache_reads": self.cache_reads,
             "cache_write_tokens": self.cache_write_tokens,
             "cache_read_tokens": self.cache_read_tokens,
+            "batches_created": self.batches_created,
+            "batch_items": self.batch_items,
+            "batch_items_billed": self.batch_items_billed,
+            "batch_input_tokens": self.batch_input_tokens,
+            "batch_output_tokens": self.batch_output_tokens,
+            "batch_cost_usd": round(self.batch_cost_usd, 6),
         }

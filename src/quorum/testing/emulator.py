@@ -11,7 +11,8 @@ bill::
         ...
         assert emu.stats.count(status=429) > 0
 
-Answers come from the fake provider's rules (see ``quorum.llm.fake``), so one script
+The batch APIs of both providers are served too (see ``batch_time`` below). Answers
+come from the fake provider's rules (see ``quorum.llm.fake``), so one script
 serves logic tests through ``FakeProvider`` and wire tests through the emulator. A
 rule's ``error`` is acted out on the wire (``rate_limited`` is a 429 with retry-after,
 ``timeout`` a hang, ``connection`` a reset, ``invalid_reply`` a broken JSON body...).
@@ -39,6 +40,13 @@ The knobs:
     cached (0 here so tests stay small; Anthropic's own minimum is 1024 tokens).
 ``retry_after``
     the seconds an injected 429 asks the client to wait (1).
+``batch_time``, ``batch_errored``, ``batch_expired``, ``batch_max_requests``, ``batch_max_bytes``
+    the batch APIs (Anthropic ``/v1/messages/batches``; OpenAI ``/v1/files`` and
+    ``/v1/batches``): seconds from create until a batch ends (1), the shares of its items
+    that end errored or expired whatever the rules say (0), and its size limits (the
+    provider's own when not given: 100,000 requests or 256 MB at Anthropic, 50,000
+    requests and 200 MB at OpenAI). Items are answered by the same rules as online calls;
+    ``stats`` counts ``batches_created`` and the items billed, at half the online price.
 ``seed``
     the random draws (errors, latency) repeat for the same seed and request order.
 """
@@ -62,11 +70,14 @@ from typing import Any
 from quorum.errors import ConfigError
 from quorum.llm.fake import Rule, load_rules
 from quorum.testing._anthropic_api import AnthropicApi
+from quorum.testing._anthropic_batches import AnthropicBatches
+from quorum.testing._batches import BatchBook, BatchOptions, Item
 from quorum.testing._cache import CachePlan, PromptCache
-from quorum.testing._http import Exchange, HttpRequest, HttpServer
+from quorum.testing._http import Exchange, HttpServer
 from quorum.testing._latency import Latency, parse_latency
 from quorum.testing._limits import Limits
 from quorum.testing._openai_api import OpenAIApi
+from quorum.testing._openai_batches import OpenAIBatches
 from quorum.testing._stats import EmulatorStats
 from quorum.testing._wire import Call, Content, Fault, WireApi, WireError, answer
 
@@ -101,6 +112,11 @@ class Emulator:
         cache_ttl: float = 300.0,
         cache_min_tokens: int = 0,
         retry_after: int = 1,
+        batch_time: float = 1.0,
+        batch_errored: float = 0.0,
+        batch_expired: float = 0.0,
+        batch_max_requests: int | None = None,
+        batch_max_bytes: int | None = None,
     ) -> None:
         self.rules: list[Rule] = _rules_of(script)
         self.latency = parse_latency(latency)
@@ -113,6 +129,10 @@ class Emulator:
         self._limits = _limits(rpm, itpm, burst)
         self._cache = PromptCache(cache_ttl, time.monotonic, cache_min_tokens)
         self._apis: dict[str, WireApi] = {api.path: api for api in (AnthropicApi(), OpenAIApi())}
+        options = BatchOptions(batch_time, batch_errored, batch_expired, batch_max_requests, batch_max_bytes)
+        self._batch_book = BatchBook(options, self.stats, random.Random(seed))
+        self._anthropic_batches = AnthropicBatches(self._batch_book, self._batch_item)
+        self._openai_batches = OpenAIBatches(self._batch_book, self._batch_item)
         self._server = HttpServer(self._handle, self.stats, host=host, port=port)
         self._host = host
         self._ids = itertools.count(1)
@@ -187,13 +207,19 @@ class Emulator:
 
     # --- serving ------------------------------------------------------------------
 
-    async def _handle(self, http: HttpRequest, exchange: Exchange) -> None:
-        api = self._apis.get(http.path)
-        if api is None or http.method != "POST":
-            _not_routed(http, exchange, api)
+    async def _handle(self, exchange: Exchange) -> None:
+        api = self._apis.get(exchange.path)
+        if api is None and exchange.path.startswith(BATCH_PATHS):
+            batches = (
+                self._anthropic_batches if exchange.path.startswith("/v1/messages/") else self._openai_batches
+            )
+            await batches.handle(exchange)
+            return
+        if api is None or exchange.method != "POST":
+            _not_routed(exchange, api)
             return
         wire = _Responder(api, exchange, f"emu{next(self._ids):010d}", self._limits)
-        if not api.authorized(http.headers):
+        if not api.authorized(exchange.headers):
             wire.error(
                 401,
                 "no API key was sent: send x-api-key or Authorization: Bearer "
@@ -201,9 +227,9 @@ class Emulator:
             )
             return
         try:
-            body = json.loads(http.body)
-            self.recent.append((http.path, body))
-            call = api.parse(body, http.headers)
+            body = json.loads(await exchange.body())
+            self.recent.append((exchange.path, body))
+            call = api.parse(body, exchange.headers)
         except WireError as exc:
             wire.error(exc.status, str(exc))
             return
@@ -227,6 +253,26 @@ class Emulator:
         else:
             await self._reply(outcome, call, wire, latency)
 
+    def _batch_item(self, api: WireApi, custom_id: str, params: Any, headers: Mapping[str, str]) -> Item:
+        """One batch request, answered as the same online call would be (see ``_batches``)."""
+        fate = self._batch_book.fate()
+        if fate == "expired":
+            return Item(custom_id, "expired", 0)
+        try:
+            call = api.parse(params, headers)
+        except WireError as exc:
+            return Item(custom_id, "errored", exc.status, json.loads(api.error(exc.status, str(exc))))
+        if fate == "errored":
+            message = "injected batch item error (emulator batch_errored)"
+            return Item(custom_id, "errored", 500, json.loads(api.error(500, message)))
+        outcome, _ = answer(self.rules, call)
+        if isinstance(outcome, Fault):
+            status = int(outcome.kind) if outcome.kind.isdigit() else 500
+            return Item(custom_id, "errored", status, json.loads(api.error(status, outcome.message)))
+        usage = api.usage(call, outcome, CachePlan())
+        body = json.loads(api.message(call, outcome, usage, f"emu{next(self._ids):010d}"))
+        return Item(custom_id, "succeeded", 200, body, call.model, usage)
+
     def _draw_error(self) -> Fault | None:
         roll = self._rng.random()  # drawn for every request, so runs repeat
         for kind, share in self.errors.items():
@@ -246,9 +292,9 @@ class Emulator:
         self._response_started(plan)
         if call.stream:
             first, rest = wire.api.events(call, content, usage, wire.ident)
-            wire.start_stream(first)
+            await wire.start_stream(first)
             await _sleep(latency / 2)
-            wire.finish_stream(rest)
+            await wire.finish_stream(rest)
         else:
             await _sleep(latency / 2)
             wire.json(200, wire.api.message(call, content, usage, wire.ident))
@@ -268,10 +314,10 @@ class Emulator:
             await asyncio.Event().wait()  # until the client leaves or the server stops
         await _sleep(latency / 2)
         if fault.kind == "reset":
-            wire.exchange.reset()
+            await wire.exchange.reset()
         elif fault.kind == "malformed":
             await _sleep(latency / 2)
-            wire.broken(call.stream)
+            await wire.broken(call.stream)
         else:
             wire.error(int(fault.kind), fault.message, retry_after=fault.retry_after)
 
@@ -300,19 +346,19 @@ class _Responder:
             extra = [("retry-after", "1")]
         self.json(status, self.api.error(status, message), extra)
 
-    def start_stream(self, first: bytes) -> None:
+    async def start_stream(self, first: bytes) -> None:
         headers = [*self.headers("text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
-        self.exchange.start_stream(200, headers)
-        self.exchange.write_chunk(first)
+        await self.exchange.start_stream(200, headers)
+        await self.exchange.write_chunk(first)
 
-    def finish_stream(self, rest: bytes) -> None:
-        self.exchange.write_chunk(rest)
-        self.exchange.end_stream()
+    async def finish_stream(self, rest: bytes) -> None:
+        await self.exchange.write_chunk(rest)
+        await self.exchange.end_stream()
 
-    def broken(self, stream: bool) -> None:
+    async def broken(self, stream: bool) -> None:
         if stream:
-            self.start_stream(self.api.malformed(True))
-            self.exchange.end_stream()
+            await self.start_stream(self.api.malformed(True))
+            await self.exchange.end_stream()
         else:
             self.json(200, self.api.malformed(False))
 
@@ -388,20 +434,24 @@ def _limits(rpm: int | None, itpm: int | None, burst: float) -> Limits:
     return Limits(rpm, itpm, burst, time.monotonic)
 
 
-_ROUTES = "POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI)"
+BATCH_PATHS = ("/v1/messages/batches", "/v1/batches", "/v1/files")
+_ROUTES = (
+    "POST /v1/messages and /v1/messages/batches (Anthropic), "
+    "POST /v1/chat/completions, /v1/files and /v1/batches (OpenAI)"
+)
 
 
-def _not_routed(http: HttpRequest, exchange: Exchange, api: WireApi | None) -> None:
+def _not_routed(exchange: Exchange, api: WireApi | None) -> None:
     """A health answer on ``GET /``, else 405 or 404 in the API's own error format."""
-    if api is None and http.method == "GET" and http.path in ("/", "/health"):
+    if api is None and exchange.method == "GET" and exchange.path in ("/", "/health"):
         body = json.dumps({"status": "ok", "serves": _ROUTES}).encode()
         exchange.respond(200, [("content-type", "application/json")], body)
         return
     if api is not None:
-        status, text = 405, f"{http.method} is not allowed on {http.path}: use POST"
+        status, text = 405, f"{exchange.method} is not allowed on {exchange.path}: use POST"
     else:
-        api = AnthropicApi() if not http.path.startswith("/v1/chat") else OpenAIApi()
-        status, text = 404, f"no route {http.method} {http.path}: this emulator serves {_ROUTES}"
+        api = AnthropicApi() if not exchange.path.startswith("/v1/chat") else OpenAIApi()
+        status, text = 404, f"no route {exchange.method} {exchange.path}: this emulator serves {_ROUTES}"
     exchange.respond(status, [("content-type", "application/json")], api.error(status, text))
 
 

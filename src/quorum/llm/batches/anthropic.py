@@ -1,0 +1,143 @@
+"""Anthropic's Message Batches API through ``client.messages.batches``.
+
+Requests go inline as ``{custom_id, params}``, with the same ``params`` an online call
+sends (built by ``AnthropicProvider``), and results come back as JSONL in no particular
+order. A batch carries no metadata, so a batch whose id the journal never got is found
+again by listing recent batches: one created after the intent was written, holding as
+many requests as the intent, and not already claimed by another intent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+
+from quorum.errors import InvalidReply
+from quorum.llm.anthropic import AnthropicProvider
+from quorum.llm.batches.base import (
+    BatchCounts,
+    BatchItem,
+    BatchLimits,
+    BatchStatus,
+    Intent,
+    ItemResult,
+    batch_billed,
+    batch_priced,
+    canceled,
+    expired,
+    unanswered,
+    wire_id,
+)
+from quorum.llm.http_errors import item_error
+
+LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024)
+CLOCK_SKEW_S = 300.0  # how much earlier than the intent a found batch may claim to be created
+_LIST_PAGE = 100
+
+
+class AnthropicBatches:
+    """Message Batches for one model; options as for ``AnthropicProvider``."""
+
+    name = "anthropic"
+
+    def __init__(self, model: str | None = None, *, limits: BatchLimits = LIMITS, **options: Any) -> None:
+        self._online = AnthropicProvider(model, **options) if model else AnthropicProvider(**options)
+        self.model = self._online.model
+        self.limits = limits
+        # The online adapter's client, request builder and reply reader serve batches too.
+        self._client = self._online._client
+        self._boundary = self._online._boundary
+
+    def __repr__(self) -> str:
+        return f"AnthropicBatches(model={self.model!r})"
+
+    def _entry(self, item: BatchItem) -> dict[str, Any]:
+        return {"custom_id": wire_id(item.custom_id), "params": self._online._params(item.request)}
+
+    def item_size(self, item: BatchItem) -> int:
+        return len(json.dumps(self._entry(item)).encode())
+
+    async def create(self, intent: Intent, items: Sequence[BatchItem]) -> BatchStatus:
+        requests: Any = [self._entry(item) for item in items]
+        batch = await self._boundary.guard(self._client.messages.batches.create(requests=requests))
+        return _status(batch)
+
+    async def retrieve(self, batch_id: str) -> BatchStatus:
+        return _status(await self._boundary.guard(self._client.messages.batches.retrieve(batch_id)))
+
+    async def cancel(self, batch_id: str) -> BatchStatus:
+        return _status(await self._boundary.guard(self._client.messages.batches.cancel(batch_id)))
+
+    async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
+        try:
+            return await self._find(intent, claimed)
+        except Exception as exc:  # the listing pages through the SDK: map its errors here
+            mapped = self._boundary.map(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
+        """The oldest unclaimed batch of the intent's size created since the intent."""
+        found: BatchStatus | None = None
+        since = intent.written_at - CLOCK_SKEW_S
+        async for batch in self._client.messages.batches.list(limit=_LIST_PAGE):
+            status = _status(batch)
+            if status.created_at < since:
+                break  # newest first: everything further is older than the intent
+            if status.counts.total == len(intent.custom_ids) and status.id not in claimed:
+                found = status  # keep going: the oldest match was created first
+        return found
+
+    async def results(self, batch_id: str, items: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
+        by_wire = {wire_id(item.custom_id): item for item in items}
+        seen: set[str] = set()
+        lines = await self._boundary.guard(self._client.messages.batches.results(batch_id))
+        reading = aiter(lines)
+        while True:
+            try:
+                line = await anext(reading)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the JSONL streams through the SDK: map its errors here
+                mapped = self._boundary.map(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            item = by_wire.get(line.custom_id)
+            if item is None or item.custom_id in seen:
+                continue  # not ours, or said twice: each result is used once
+            seen.add(item.custom_id)
+            yield self._result(item, line)
+        for missing in unanswered(items, seen, self.name):
+            yield missing
+
+    async def aclose(self) -> None:
+        await self._online.aclose()
+
+    def _result(self, item: BatchItem, line: MessageBatchIndividualResponse) -> ItemResult:
+        result = line.result
+        if result.type == "succeeded":
+            try:
+                reply = self._online._reply(item.request, result.message, {}, 0.0)
+            except InvalidReply as exc:
+                return ItemResult(item.custom_id, "errored", error=batch_billed(exc))
+            return ItemResult(item.custom_id, "succeeded", reply=batch_priced(reply))
+        if result.type == "errored":
+            inner = result.error.error
+            error = item_error(self.name, None, inner.type, inner.message)
+            return ItemResult(item.custom_id, "errored", error=error)
+        if result.type == "expired":
+            return expired(item.custom_id, self.name, "expired before it ran (the batch's 24 hours ended)")
+        return canceled(item.custom_id, self.name)
+
+
+def _status(batch: MessageBatch) -> BatchStatus:
+    c = batch.request_counts
+    total = c.processing + c.succeeded + c.errored + c.expired + c.canceled
+    counts = BatchCounts(total, c.processing, c.succeeded, c.errored, c.expired, c.canceled)
+    ended = batch.processing_status == "ended"
+    return BatchStatus(batch.id, batch.processing_status, ended, counts, batch.created_at.timestamp())
