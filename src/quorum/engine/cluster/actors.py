@@ -28,6 +28,8 @@ from quorum.llm.types import Reply, Request
 
 TaskFn = Callable[[Connection, Any], Awaitable[Any]]
 _END = object()
+LINGER_S = 0.01  # how long an exchange may wait for more outcomes once it has one
+LINGER_STEP_S = 0.002
 
 
 async def complete(llm: Connection, item: Request | str | Mapping[str, Any]) -> Reply:
@@ -110,14 +112,17 @@ class WorkerService:
         """Proof that this worker imported quorum (and which version)."""
         return quorum.__version__
 
-    async def push(self, batch: list[tuple[int, Any]]) -> None:
+    async def exchange(self, batch: list[tuple[int, Any]]) -> list[Outcome[Any]]:
+        """Take ``batch`` (``(index, item)`` pairs); return every outcome finished since the
+        last exchange, waiting for at least one.
+
+        One message each way per exchange, and after the first outcome it lingers a few
+        milliseconds for more (or until half the calls in flight are done), so that under
+        load one exchange carries many items: two messages per item would cost a worker
+        about as much CPU as the calls themselves."""
         inbox = self._start()
         for pair in batch:
             inbox.put_nowait(pair)
-
-    async def pull(self) -> list[Outcome[Any]]:
-        """Every outcome finished since the last pull; waits for at least one."""
-        self._start()
         assert self._ready is not None
         assert self._serving is not None
         while not self._outbox:
@@ -126,6 +131,10 @@ class WorkerService:
                 return []
             self._ready.clear()
             await self._ready.wait()
+        lingered = 0.0
+        while len(self._outbox) < self.concurrency // 2 and lingered < LINGER_S:
+            await asyncio.sleep(LINGER_STEP_S)
+            lingered += LINGER_STEP_S
         out, self._outbox = self._outbox, []
         return out
 

@@ -15,7 +15,7 @@ the account's one limiter actor (``ledger.py``, ``lease.py``)::
 Flow control: each worker holds at most ``2 x concurrency`` items (its engine runs
 ``concurrency`` of them; the rest wait there, so it never idles between pushes), so the
 driver's memory is O(workers x concurrency) whatever the number of items; items go out
-in batches and outcomes come back in batches (all that finished since the last pull), so
+in batches and outcomes come back in batches (all that finished since the last exchange), so
 the messages per item shrink as the load grows.
 
 Faults: the driver knows which items each worker holds. When a worker dies (killed,
@@ -304,14 +304,14 @@ class ClusterStream:
         ray = runtime.import_ray()
         while True:
             try:
-                await self._fill(slot)
+                batch = await self._fill(slot)
                 if not slot.held:
                     if self._all_done():
                         return
                     self._changed.clear()
                     await self._changed.wait()
                     continue
-                outcomes = await slot.handle.pull.remote()
+                outcomes = await slot.handle.exchange.remote(batch)
             except ray.exceptions.RayActorError:
                 await self._replace(slot)
                 continue
@@ -319,7 +319,8 @@ class ClusterStream:
                 await self._deliver(slot, outcome)
             self._changed.set()
 
-    async def _fill(self, slot: _Slot) -> None:
+    async def _fill(self, slot: _Slot) -> list[tuple[int, Any]]:
+        """Items for ``slot`` up to its window, marked as held by it."""
         batch: list[tuple[int, Any]] = []
         while len(slot.held) < self._window:
             nxt = await self._next_item()
@@ -328,8 +329,7 @@ class ClusterStream:
             index, task_id, item = nxt
             slot.held[index] = (task_id, item)
             batch.append((index, item))
-        if batch:
-            await slot.handle.push.remote(batch)
+        return batch
 
     async def _next_item(self) -> tuple[int, str, Any] | None:
         if self._again:
