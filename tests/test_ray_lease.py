@@ -151,3 +151,11 @@ def test_workers_that_cannot_import_quorum_are_told_in_one_line() -> None:
     assert "No module named 'quorum'" in str(error)
     assert "runtime_env" in str(error)
     assert "\n" not in str(error)
+
+
+async def test_an_unlimited_kind_of_unit_does_not_shrink_leases() -> None:
+    clock = VirtualClock()
+    ledger = ledger_of(clock, rpm=6000)  # no output-token limit: its chunk is 0, no cap
+    limit = LeasedLimit(InProcess(ledger), "w", chunk=Cost(5, 10_000, 0), clock=clock)
+    await asyncio.gather(*(limit.acquire(Cost(1, 100, 64)) for _ in range(20)))
+    assert ledger.stats.leases <= 10  # several calls a lease (up to five), not one each

@@ -147,11 +147,10 @@ class RayExecutor:
         return self._limiters[spec.account_name]
 
     def _chunk(self, spec: ConnectionSpec) -> Cost:
+        """The most one lease may hold: ``lease_s`` of each limited rate (0: no cap)."""
         second = spec.per_second()
         return Cost(
-            max(1, int(second.requests * self.lease_s)),
-            max(1, int(second.input_tokens * self.lease_s)),
-            max(1, int(second.output_tokens * self.lease_s)),
+            *(_share(n, self.lease_s) for n in (second.requests, second.input_tokens, second.output_tokens))
         )
 
 
@@ -372,6 +371,10 @@ class ClusterStream:
         self._launch(slot)
         await self._greet(slot)
         self.stats.replaced_workers += 1
+
+
+def _share(per_second: int, seconds: float) -> int:
+    return max(1, int(per_second * seconds)) if per_second > 0 else 0
 
 
 async def _pull_from(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
