@@ -189,12 +189,16 @@ def main() -> None:
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    load_before = os.getloadavg()[0]
     result: dict[str, Any] = {"workers": args.workers, "calls": args.calls}
     if args.only in (None, "speed"):
         result.update(measure_speed(args))
     if args.only in (None, "limits"):
         result.update(measure_limits(args))
     result["cores"] = os.cpu_count()
+    # The machine may be shared: a load average above the core count means other work
+    # took CPU from the clients measured here, the speedup above all.
+    result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["config"] = {
         "speed_workers": args.speed_workers,
         "concurrency_per_process": args.concurrency,

@@ -44,6 +44,7 @@ from quorum.errors import ConfigError
 DEFAULT_LEASE_S = 0.1
 DEFAULT_LEASE_TTL_S = 1.0
 START_TIMEOUT_S = 120.0
+FINISH_TIMEOUT_S = 5.0
 
 
 class RayExecutor:
@@ -282,11 +283,13 @@ class ClusterStream:
             self._supervisor.cancel()
         await asyncio.gather(*self._pumps, *(t for t in [self._supervisor] if t), return_exceptions=True)
         handles = [slot.handle for slot in self._slots if slot.handle is not None]
-        if handles:
-            finishing = [asyncio.wait_for(h.finish.remote(), 5.0) for h in handles]
+        if handles and self._all_done():
+            # Done: each worker returns its lease. Left early: the calls in flight are
+            # abandoned with their workers, and the leases return when they expire.
+            finishing = [asyncio.wait_for(h.finish.remote(), FINISH_TIMEOUT_S) for h in handles]
             await asyncio.gather(*finishing, return_exceptions=True)
-            for handle in handles:
-                ray.kill(handle)
+        for handle in handles:
+            ray.kill(handle)
         for slot in self._slots:
             slot.handle = None
 
