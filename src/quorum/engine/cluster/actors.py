@@ -54,7 +54,9 @@ class LimiterService:
     """One account's limits for the whole cluster (a named actor: one per account)."""
 
     def __init__(self, spec: ConnectionSpec, ttl_s: float, burst_s: float) -> None:
-        self.ledger = AccountLedger(spec.rates(burst_s=burst_s), ttl_s=ttl_s, grace_s=ttl_s)
+        # A live worker stops spending a lease ttl_s after it received it; the grace covers
+        # a slow answer on the way, so only a silent (dead) worker's lease is reaped.
+        self.ledger = AccountLedger(spec.rates(burst_s=burst_s), ttl_s=ttl_s, grace_s=2 * ttl_s)
 
     async def lease(self, worker: str, want: Cost, report: Report | None) -> Lease:
         return await self.ledger.lease(worker, want, report)

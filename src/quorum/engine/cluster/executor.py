@@ -30,6 +30,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -371,6 +372,8 @@ class ClusterStream:
         self.stats.redispatched += len(lost)
         slot.held.clear()
         self._changed.set()
+        with suppress(Exception):  # unreachable but alive, it must not answer later
+            runtime.import_ray().kill(slot.handle)
         self._launch(slot)
         await self._greet(slot)
         self.stats.replaced_workers += 1
