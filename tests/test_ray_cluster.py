@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from quorum.engine.cluster import ConnectionSpec, RayExecutor
+from quorum.engine.retry import Retry
 from quorum.errors import ConfigError
 from quorum.testing import Emulator
 
@@ -54,6 +55,19 @@ async def test_three_workers_together_keep_one_accounts_limits(cluster: None) ->
     assert refused == 0, f"{refused} calls were refused with 429: the workers overshot the account"
     assert wall >= 4.5  # 60 calls at 10 a second, starting empty-handed: paced, not a burst
     assert leases <= 60
+
+
+async def test_one_workers_429_pauses_the_whole_account(cluster: None) -> None:
+    with Emulator(errors={"429": 0.3}, retry_after=1, seed=5).in_thread() as emu:
+        executor = RayExecutor(workers=2, concurrency=4)
+        spec = spec_for(emu, rpm=6000, retry=Retry(attempts=10))
+        outcomes = await collect(executor, [f"question {i}" for i in range(20)], spec)
+        pauses = executor.limiter_stats(spec)["pauses"]
+        executor.shutdown()
+        refused = emu.stats.count(status=429)
+    assert all(o.ok for o in outcomes), [o.error_message for o in outcomes if not o.ok]
+    assert refused > 0
+    assert pauses == refused  # every retry-after reached the limiter that paces both workers
 
 
 async def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(cluster: None) -> None:
