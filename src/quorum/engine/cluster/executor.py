@@ -89,6 +89,7 @@ class RayExecutor:
         self.burst_s = burst_s
         self._started_ray = False
         self._limiters: dict[str, Any] = {}
+        self._owned: set[str] = set()
 
     def stream(
         self,
@@ -119,9 +120,10 @@ class RayExecutor:
     def shutdown(self) -> None:
         """Stop the limiters this executor started, and Ray if it started it."""
         ray = runtime.import_ray()
-        for limiter in self._limiters.values():
-            ray.kill(limiter)
+        for name in self._owned:
+            ray.kill(self._limiters[name])
         self._limiters.clear()
+        self._owned.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
         self._started_ray = False
@@ -137,6 +139,11 @@ class RayExecutor:
             return None
         if spec.account_name not in self._limiters:
             ray = runtime.import_ray()
+            try:  # another driver's limiter for this account: share it, never stop it
+                self._limiters[spec.account_name] = ray.get_actor(spec.account_name, namespace=self.namespace)
+                return self._limiters[spec.account_name]
+            except ValueError:
+                self._owned.add(spec.account_name)
             actor = ray.remote(LimiterService).options(
                 name=spec.account_name,
                 namespace=self.namespace,

@@ -47,8 +47,8 @@ class ConnectionSpec:
     ``concurrency`` (calls in flight per worker), ``timeout`` per call and ``retry``.
 
     ``account`` names the limiter: drivers that name the same account share one limiter
-    (and so one set of limits) while it runs; by default it is derived from the model and
-    the base URL."""
+    (and so one set of limits) while it runs, with the limits of the spec that started it;
+    by default it is derived from the model's provider and the base URL."""
 
     model: str
     options: Mapping[str, Any] = field(default_factory=dict)
