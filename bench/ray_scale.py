@@ -3,15 +3,18 @@
 The emulator runs in a process of its own (``_common.emulator_process``); every client
 talks to it through the official Anthropic SDK (``max_retries=0``; quorum retries).
 
-Two measurements:
+Three measurements:
 
 * **speedup** (no limit binding, 20 ms latency): ``calls`` calls in one process
   (``quorum.stream`` over ``quorum.connect``, a fresh process, concurrency ``C``) against
   the same calls through ``RayExecutor(workers=N, concurrency=C)`` on a local cluster.
   ``wall_s_1`` and ``wall_s_n`` are the wall times (the cluster's start-up, about 5 s,
   and the workers' start are left out: the clock starts when the workers answered);
-  ``speedup = wall_s_1 / wall_s_n``. ``lost`` and ``duplicated`` count items without an
-  outcome and items with more than one (over the cluster run).
+  ``speedup = wall_s_1 / wall_s_n``. ``wall_s_cluster_1`` is the same on the cluster with
+  one worker: how the cluster itself scales, apart from what it costs over one process.
+* **a fault**: a quarter of the calls on the cluster, one worker killed with ``ray.kill``
+  after a fifth of them came back. ``lost`` and ``duplicated`` count items without an
+  outcome and items with more than one; ``fault_redispatched`` the items sent again.
 * **limits** (enforced by the emulator with one-second buckets: ``burst=1``): ``workers``
   workers share one account's ``rpm`` and ``itpm`` through the limiter actor, on an
   endless supply of prompts of 25 to 175 tokens (so both limits bind by turns), for a
@@ -70,7 +73,11 @@ async def one_process(url: str, calls: int, concurrency: int) -> dict[str, Any]:
     return {"wall_s": wall, "ok": ok}
 
 
-async def on_cluster(url: str, calls: int, workers: int, concurrency: int) -> dict[str, Any]:
+async def on_cluster(
+    url: str, calls: int, workers: int, concurrency: int, kill_after: int | None = None
+) -> dict[str, Any]:
+    import ray
+
     from quorum.engine.cluster import ConnectionSpec, RayExecutor
 
     executor = RayExecutor(workers=workers, concurrency=concurrency)
@@ -84,12 +91,15 @@ async def on_cluster(url: str, calls: int, workers: int, concurrency: int) -> di
         async for outcome in stream:
             seen[outcome.id] += 1
             ok += outcome.ok
+            if len(seen) == kill_after:
+                ray.kill(stream.worker_handles()[0])
         wall = time.perf_counter() - started
     return {
         "wall_s": wall,
         "ok": ok,
         "lost": calls - len(seen),
         "duplicated": sum(n - 1 for n in seen.values()),
+        "redispatched": stream.stats.redispatched,
     }
 
 
@@ -130,14 +140,30 @@ def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
         single = run_child(__file__, ["--child", "one", "--url", emu.url, *_common_args(args)])
     with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
         many = asyncio.run(on_cluster(emu.url, args.calls, args.speed_workers, args.concurrency))
+    with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
+        alone = asyncio.run(on_cluster(emu.url, args.calls, 1, args.concurrency))
     return {
+        "wall_s_cluster_1": round(alone["wall_s"], 2),
         "wall_s_1": round(single["wall_s"], 2),
         "wall_s_n": round(many["wall_s"], 2),
         "speedup": round(single["wall_s"] / many["wall_s"], 2),
         "ok_1": single["ok"],
         "ok_n": many["ok"],
-        "lost": many["lost"],
-        "duplicated": many["duplicated"],
+    }
+
+
+def measure_fault(args: argparse.Namespace) -> dict[str, Any]:
+    """The same calls with one of the workers killed (``ray.kill``) part-way through."""
+    calls = args.calls // 4
+    with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
+        run = asyncio.run(on_cluster(emu.url, calls, args.speed_workers, args.concurrency, calls // 5))
+    return {
+        "fault_calls": calls,
+        "fault_killed_after": calls // 5,
+        "lost": run["lost"],
+        "duplicated": run["duplicated"],
+        "fault_redispatched": run["redispatched"],
+        "fault_ok": run["ok"],
     }
 
 
@@ -193,6 +219,7 @@ def main() -> None:
     result: dict[str, Any] = {"workers": args.workers, "calls": args.calls}
     if args.only in (None, "speed"):
         result.update(measure_speed(args))
+        result.update(measure_fault(args))
     if args.only in (None, "limits"):
         result.update(measure_limits(args))
     result["cores"] = os.cpu_count()
