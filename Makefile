@@ -23,7 +23,7 @@ $(VENV)/.local: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.local
-	$(PY) -m pip install --quiet -e '.[dev,local,static]'
+	$(PY) -m pip install --quiet -e '.[dev,local,static,ray]'
 	touch $@
 
 demo: $(VENV)/.local

@@ -174,6 +174,11 @@ class Rate:
         if actual is not None:
             self._tat += (actual - self.units(cost)) * self.interval
 
+    def give_back(self, cost: Cost) -> None:
+        """Quota charged but never spent (the unspent part of a lease a worker held)
+        returns to the schedule: ``tat`` moves back by its units' emission intervals."""
+        self._tat -= self.units(cost) * self.interval
+
     def learn(self, info: RateLimitInfo | None) -> None:
         if not info:
             return

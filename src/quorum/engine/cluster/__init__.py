@@ -1,0 +1,24 @@
+"""Scale-out on Ray: one account's rate limits shared by every worker of a cluster.
+
+``RayExecutor`` runs quorum's engine on worker actors; ``ConnectionSpec`` describes the
+connection each worker builds; the account's limits live in one limiter actor that
+leases capacity to the workers (``AccountLedger``, ``LeasedLimit``). Ray is imported only
+when an executor is made (the ``ray`` extra: ``pip install 'quorum[ray]'``).
+"""
+
+from quorum.engine.cluster.executor import ClusterStream, RayExecutor, StreamStats
+from quorum.engine.cluster.lease import Grantor, LeasedLimit
+from quorum.engine.cluster.ledger import AccountLedger, Lease, Report
+from quorum.engine.cluster.spec import ConnectionSpec
+
+__all__ = [
+    "AccountLedger",
+    "ClusterStream",
+    "ConnectionSpec",
+    "Grantor",
+    "Lease",
+    "LeasedLimit",
+    "RayExecutor",
+    "Report",
+    "StreamStats",
+]
