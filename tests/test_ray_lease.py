@@ -134,7 +134,7 @@ async def test_a_lease_larger_than_the_whole_limit_fails_at_once() -> None:
 def test_a_spec_needs_a_model_string_and_sane_limits() -> None:
     with pytest.raises(ConfigError, match="model string"):
         ConnectionSpec(object())  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="positive"):
+    with pytest.raises(ConfigError, match="above zero"):
         ConnectionSpec("fake", rpm=0)
     spec = ConnectionSpec("anthropic/claude-haiku-4-5", rpm=600, itpm=60_000)
     assert spec.per_second() == Cost(10, 1000, 0)
