@@ -92,6 +92,16 @@ async def test_verdicts_stream_as_they_finish_or_in_input_order() -> None:
     assert [v.id for v in ordered] == [1, 2]
 
 
+@pytest.mark.parametrize("journaled", [False, True])
+async def test_the_run_options_reach_the_stream_with_or_without_a_journal(
+    journaled: bool, tmp_path: Path
+) -> None:
+    journal = tmp_path / "moderate.journal" if journaled else None
+    # One text at a time: the slow first text is reported before the quick second one.
+    finished = await verdicts(["a slow text", "a quick one"], llm=fake(), concurrency=1, journal=journal)
+    assert [v.id for v in finished] == [1, 2]
+
+
 async def test_an_unreadable_item_gets_an_error_verdict_and_the_rest_go_on() -> None:
     llm = fake()
     items = list(read_jsonl(['{"id": "a", "text": "fine"}', "{not json", '"also fine"']))

@@ -209,9 +209,13 @@ class Moderation:
         voters: Sequence[Voter],
         options: Sequence[str],
         texts: Iterable[str | Item] | AsyncIterable[str | Item],
+        *,
+        ordered: bool = False,
+        concurrency: int | None = None,
+        budget: Budget | None = None,
+        on_event: EventSink | None = None,
         journal: str | Path | None = None,
         restart: bool = False,
-        **run_options: Any,
     ) -> None:
         self._workflow = workflow
         self._voters = list(voters)
@@ -221,7 +225,15 @@ class Moderation:
         self._pending: dict[int, Item] = {}
         self._stream: Stream[Item, VotingResult] | Journaled[Item, VotingResult]
         if journal is None:
-            self._stream = stream(self._judge, self._items(texts), ids=_item_id, **run_options)
+            self._stream = stream(
+                self._judge,
+                self._items(texts),
+                ids=_item_id,
+                ordered=ordered,
+                concurrency=concurrency,
+                budget=budget,
+                on_event=on_event,
+            )
         else:  # durable jobs: finished texts are not judged again
             threshold = workflow.consensus_threshold
             self._stream = journaled(
@@ -233,7 +245,10 @@ class Moderation:
                 encode=result_to_json,
                 decode=result_from_json,
                 restart=restart,
-                **run_options,
+                ordered=ordered,
+                concurrency=concurrency,
+                budget=budget,
+                on_event=on_event,
             )
 
     @property

@@ -6,6 +6,11 @@ fixed ones, pair accuracy and line precision (scoring rule: ``quorum.apps.review
 A function whose review failed is left out of the scores, never scored as "found
 nothing": each gets a line saying why, the closing line counts them, and the exit status
 is 1 (2 when no function could be reviewed, or the data is not valid).
+
+With ``--journal PATH`` each review is recorded as it lands; running the same command
+again (after a kill, or after some reviews failed) reviews only the functions not yet
+done. A data line changed under an id the journal holds, or other reviewers, is an
+error naming the function (exit 2), unless ``--restart``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ app = typer.Typer(
 EXAMPLES = examples(
     "quorum eval review sven.jsonl --sample 20 --seed 1 --thresholds 1,2,3",
     "quorum eval review sven.jsonl --limit 5 --reviewers 3 --json -o scores.json",
+    "quorum eval review sven.jsonl --journal sven.journal   # run again to resume",
 )
 
 
@@ -76,12 +82,25 @@ def review(
         str, typer.Option("--thresholds", help="Confirmation thresholds to score.")
     ] = "1,2,3",
     out: OutputOpt = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="Record each review here; run again to review only the functions not yet done.",
+            show_default=False,
+        ),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Forget the --journal and review every function.")
+    ] = False,
     *,
     settings: Settings,
 ) -> None:
     """Run the reviewer over labelled data and score it."""
     if limit is not None and sample is not None:
         fail("--limit and --sample both choose the pairs: pick one")
+    if restart and journal is None:
+        fail("--restart forgets a --journal: give --journal PATH too")
     levels = _thresholds(thresholds)
     check_output(out)
 
@@ -104,7 +123,13 @@ def review(
                 )
                 # One review per function at a time per worker; the connection caps the calls.
                 result = await evaluate(
-                    cases, system, families, thresholds=levels, concurrency=run.concurrency
+                    cases,
+                    system,
+                    families,
+                    thresholds=levels,
+                    concurrency=run.concurrency,
+                    journal=journal,
+                    restart=restart,
                 )
         finally:
             await llm.aclose()
@@ -143,7 +168,8 @@ def _report_failures(result: Evaluation) -> None:
     elif result.incomplete:
         warn(f"{plural(result.incomplete, 'review')} had a reviewer whose calls failed")
     else:
-        stderr.print(f"[dim]reviewed {escape(plural(result.cases, 'function'))}[/dim]")
+        resumed = f" ({result.from_journal} from the journal)" if result.from_journal else ""
+        stderr.print(f"[dim]reviewed {escape(plural(result.cases, 'function'))}{resumed}[/dim]")
 
 
 def _print_table(result: Evaluation, console: Console) -> None:

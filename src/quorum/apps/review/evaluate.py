@@ -21,6 +21,10 @@ function whose review failed (no reviewer's call succeeded) is not scored as "fo
 nothing": it is left out of every metric, counted in ``failed_reviews`` with its reason,
 and a pair is scored only when both its sides were reviewed.
 
+With a ``journal`` each function's review is recorded as it lands (what scoring reads;
+see ``eval_journal``), and running again reviews only the functions not yet done: a
+function whose review failed is reviewed again, one that was scored is not.
+
 The data is checked when it is read: a line that is not a case is a ``ConfigError``
 naming the file, the line and the field.
 """
@@ -31,15 +35,17 @@ import json
 import random
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quorum.apps.review.eval_journal import case_fingerprint, review_from_json, review_to_json
 from quorum.apps.review.model import CodeReviewResult, FindingGroup
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
 from quorum.apps.totals import SCHEMA_VERSION, totals
-from quorum.engine.outcome import Summary
+from quorum.engine.jobs import journaled
+from quorum.engine.outcome import Outcome, RunResult, Summary
 from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.secrets import redact
@@ -107,6 +113,7 @@ class Evaluation:
     failures: dict[str, str]
     model: str
     incomplete: int = 0
+    from_journal: int = 0  # reviews taken from the journal: no call in this run
 
     @property
     def failed_reviews(self) -> int:
@@ -124,6 +131,7 @@ class Evaluation:
             "reviewed": self.reviewed,
             "failed_reviews": self.failed_reviews,
             "incomplete_reviews": self.incomplete,
+            "from_journal": self.from_journal,
             "failures": [{"id": case, "error": redact(why)} for case, why in self.failures.items()],
             "thresholds": [s.as_dict() for s in self.scores],
             "summary": {**totals(self.summary), "wall_s": round(self.wall_s, 3)},
@@ -164,29 +172,23 @@ async def evaluate(
     *,
     thresholds: Sequence[int] = (1, 2, 3),
     concurrency: int = 4,
+    journal: str | Path | None = None,
+    restart: bool = False,
 ) -> Evaluation:
-    """Review every case (concurrently, through the engine) and score each threshold."""
+    """Review every case (concurrently, through the engine) and score each threshold.
+    ``journal``: a file recording each review, so running again reviews only the rest
+    (``restart=True`` forgets it); see the module's documentation."""
     started = time.perf_counter()
-    outcome = await run(
-        lambda case: system.review(case.code, context="A function from an open-source Python project"),
-        cases,
-        concurrency=concurrency,
-        ids=lambda _i, case: case.id,
-        label="eval",
-    )
+    outcome, from_journal = await _review_all(cases, system, concurrency, journal, restart)
     reviews: dict[str, CodeReviewResult | None] = {}
     failures: dict[str, str] = {}
     incomplete = 0
     for case, done in zip(cases, outcome.outcomes, strict=True):
         if not done.ok or done.value is None:
-            why: str | None = done.error_message or "failed"
-        else:
-            why = review_failure(done.value, static={voter.name for voter in system.static})
-        if why is not None:
-            failures[case.id] = why
+            failures[case.id] = _why(done)
             continue
         reviews[case.id] = done.value
-        incomplete += any(r.status != "ok" for r in done.value.reviews) if done.value else 0
+        incomplete += any(r.status != "ok" for r in done.value.reviews)
     scores = [score(cases, reviews, families, k) for k in thresholds]
     return Evaluation(
         len(cases),
@@ -196,7 +198,59 @@ async def evaluate(
         failures,
         system.model_name,
         incomplete,
+        from_journal,
     )
+
+
+class NotReviewed(Exception):
+    """A review that ran and produced no verdict to score (``review_failure`` says why).
+    Raised so the run, and a journal, count the function as failed, not done."""
+
+
+async def _review_all(
+    cases: Sequence[Case],
+    system: CodeReviewSystem,
+    concurrency: int,
+    journal: str | Path | None,
+    restart: bool,
+) -> tuple[RunResult[CodeReviewResult], int]:
+    """Every case's outcome in input order, and how many came from the journal."""
+    static = {voter.name for voter in system.static}
+
+    async def review(case: Case) -> CodeReviewResult:
+        result = await system.review(case.code, context="A function from an open-source Python project")
+        why = review_failure(result, static=static)
+        if why is not None:
+            raise NotReviewed(why)
+        return result
+
+    ids = lambda _i, case: case.id  # noqa: E731 - the journal's key is the case's own id
+    if journal is None:
+        return await run(review, cases, concurrency=concurrency, ids=ids, label="eval"), 0
+    setup = [system.model_name, system.reviewer_names, system.confirmation_threshold]
+    outcomes: list[Outcome[CodeReviewResult]] = []
+    async with journaled(
+        review,
+        cases,
+        journal,
+        ids=ids,
+        fingerprint=lambda case: case_fingerprint(astuple(case), setup),
+        encode=review_to_json,
+        decode=review_from_json,
+        restart=restart,
+        concurrency=concurrency,
+        label="eval",
+        ordered=True,
+    ) as flow:
+        async for done in flow:
+            outcomes.append(done)
+    return RunResult(outcomes, flow.summary), flow.resumed
+
+
+def _why(done: Outcome[CodeReviewResult]) -> str:
+    if isinstance(done.error, NotReviewed):
+        return str(done.error)
+    return done.error_message or "failed"
 
 
 def review_failure(review: CodeReviewResult, *, static: Collection[str] = ()) -> str | None:
