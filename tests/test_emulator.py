@@ -706,3 +706,22 @@ async def test_stop_closes_idle_keep_alive_connections_at_once() -> None:
     assert emu.stats.connections_open == 0
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, not left for a timeout
     writer.close()
+
+
+async def test_a_failing_handler_answers_500_and_closes_the_connection(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(emu, "_serve_call", broken)
+    async with httpx2.AsyncClient(base_url=emu.url) as client:
+        response = await client.post(
+            "/v1/messages",
+            headers={"x-api-key": "k"},
+            json={"model": MODEL, "max_tokens": 9, "messages": [{"role": "user", "content": "a"}]},
+        )
+    assert response.status_code == 500
+    assert response.text == "emulator bug\n"
+    assert response.headers["connection"] == "close"
+    assert emu.stats.count(status=500) == 1

@@ -323,3 +323,17 @@ async def test_openai_files_retrieve_list_and_delete() -> None:
     assert (again.filename, again.bytes, again.purpose) == ("in.jsonl", len(openai_file(["a"])), "batch")
     assert listed == [uploaded.id]
     assert deleted.deleted
+
+
+async def test_anthropic_list_pages_newest_first() -> None:
+    async with Emulator() as emu:
+        client = claude(emu)
+        made = [
+            (await client.messages.batches.create(requests=anthropic_requests(["a"]))).id for _ in range(3)
+        ]
+        first = await client.messages.batches.list(limit=2)
+        everything = [b.id async for b in client.messages.batches.list(limit=2)]  # the SDK follows the pages
+        await client.close()
+    assert [b.id for b in first.data] == made[::-1][:2]
+    assert first.has_more
+    assert everything == made[::-1]

@@ -177,10 +177,11 @@ class BatchBook:
 def page(batches: list[Batch], limit: int, after: str | None, before: str | None) -> tuple[list[Batch], bool]:
     """One page of a newest-first list, after or before the given id (both APIs page so)."""
     ids = [b.id for b in batches]
+    if before is not None and before in ids:
+        newer = batches[: ids.index(before)]
+        return newer[-limit:], len(newer) > limit
     if after is not None and after in ids:
         batches = batches[ids.index(after) + 1 :]
-    elif before is not None and before in ids:
-        batches = batches[: ids.index(before)][-limit:]
     return batches[:limit], len(batches) > limit
 
 

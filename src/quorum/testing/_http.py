@@ -202,9 +202,9 @@ class HttpServer:
         except Exception:
             log.exception("emulator handler failed on %s %s", request.method, request.path)
             if exchange.response is None or not exchange.response.prepared:
-                exchange.respond(
-                    500, [("content-type", "text/plain"), ("connection", "close")], b"emulator bug\n"
-                )
+                exchange.respond(500, [("content-type", "text/plain")], b"emulator bug\n")
+                if exchange.response is not None:
+                    exchange.response.force_close()  # the connection's state is unknown: start afresh
         finally:
             self._stats.request_finished(request.path, exchange.status)
             if task is not None:
