@@ -203,6 +203,20 @@ async def test_a_read_only_cache_directory_means_no_cache(tmp_path: Path) -> Non
         folder.chmod(0o700)
 
 
+async def test_a_cache_path_that_cannot_be_created_means_no_cache(tmp_path: Path) -> None:
+    """Runs as root too (root ignores a read-only mode): a file stands where the cache's
+    folder should be, so the cache cannot be opened, and the run goes on without it."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file, not a folder")
+    cache = ResponseCache(blocker / "c.sqlite3")
+    fake = FakeProvider(responder=lambda r: "fine")
+    llm = quorum.connect(fake, cache=cache)
+    assert (await llm.complete(BASE)).text == "fine"
+    assert (await llm.complete(BASE)).text == "fine"
+    assert not cache.working
+    assert len(fake.calls) == 2
+
+
 def test_prune_removes_what_was_not_used_for_a_while(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c.sqlite3")
     cache.put("old", Reply(text="x", model="m"))
