@@ -171,3 +171,22 @@ def test_sigkill_while_the_batch_runs_then_resume_creates_no_second_batch(tmp_pa
         None,
         "acceptable",
     ]
+
+
+def test_votes_no_batch_answered_are_asked_online_with_fallback_online(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in TEXTS[:2]))
+    with Emulator(script=RULES, batch_time=0.02, batch_expired=1.0).in_thread() as emu:
+        for name, value in emu.env().items():
+            monkeypatch.setenv(name, value)
+        online = invoke(cli, "--input", str(path), "--ordered")
+        batched = invoke(
+            cli, "--input", str(path), "--ordered", "--batch-api", "--fallback-online", "--poll", "0.02"
+        )
+        assert emu.stats.batches_created == 3  # every vote expired in each of three batches
+    assert batched.exit_code == 0, batched.output
+    assert verdicts(batched.stdout) == verdicts(online.stdout)
+    assert "10 online" in batched.stderr
+    assert "no journal: the batches are followed in a temporary file" in batched.stderr

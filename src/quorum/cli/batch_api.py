@@ -444,7 +444,11 @@ def _ledger_path(journal: Path | None) -> Iterator[Path]:
     if journal is not None:
         yield journal
         return
-    stderr.print("no journal (stdin to stdout): give --journal PATH to make this job resumable", markup=False)
+    stderr.print(
+        "no journal: the batches are followed in a temporary file, which a kill loses; "
+        "give --journal PATH to make this job resumable",
+        markup=False,
+    )
     with tempfile.TemporaryDirectory(prefix="quorum-batch-api-") as folder:
         yield Path(folder) / "journal"
 
