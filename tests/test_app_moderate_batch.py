@@ -68,10 +68,10 @@ def source(tmp_path: Path) -> Path:
     return path
 
 
-def invoke(runner: CliRunner, *args: str) -> Any:
+def invoke(runner: CliRunner, *args: str, model: str = MODEL) -> Any:
     app = typer.Typer()
     app.command("moderate")(moderate_cli.command)
-    return runner.invoke(app, ["--model", MODEL, "--no-cache", *args])
+    return runner.invoke(app, ["--model", model, "--no-cache", *args])
 
 
 def verdicts(stdout: str) -> list[dict[str, Any]]:
@@ -190,3 +190,20 @@ def test_votes_no_batch_answered_are_asked_online_with_fallback_online(
     assert verdicts(batched.stdout) == verdicts(online.stdout)
     assert "10 online" in batched.stderr
     assert "no journal: the batches are followed in a temporary file" in batched.stderr
+
+
+def test_through_openai_batches_the_verdicts_are_the_same_at_exactly_half_the_price(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    path = source(tmp_path)
+    args = ["--input", str(path), "--ordered", "--json"]
+    online = invoke(cli, *args, model="openai/gpt-4o-mini")
+    batched = invoke(cli, *args, "--batch-api", "--poll", "0.05", model="openai/gpt-4o-mini")
+    assert "batch batch_" in batched.stderr  # an OpenAI batch id
+    first, second = json.loads(online.stdout), json.loads(batched.stdout)
+    for verdict in second["verdicts"]:  # the batch's error says it came from a batch item
+        verdict["vote_errors"] = {
+            k: v.replace("batch item answered", "answered") for k, v in verdict["vote_errors"].items()
+        }
+    assert second["verdicts"] == first["verdicts"]
+    assert second["summary"]["cost_usd"] == pytest.approx(first["summary"]["cost_usd"] / 2)
