@@ -7,6 +7,12 @@ input order with ``ordered=True``)::
         async for verdict in verdicts:
             print(verdict.id, verdict.verdict, verdict.agreement)
 
+Through a provider batch API (half the price): ``plan_votes`` gives every moderator's
+request by custom_id ``{text id}:{moderator}`` without sending any, the batch driver
+answers them, and ``moderate(..., answers=results)`` counts the votes from those answers
+with the same parsing and tally as online (``quorum.engine.batch_calls``). Every
+moderator is asked: adaptive voting needs answers as they come, so it is refused there.
+
 Each text's vote is a run nested inside the stream of texts, so the stream's budget,
 deadline and cancellation reach every moderator's call. At most ``concurrency`` texts are
 in flight; the connection's limits cap the calls themselves.
@@ -18,8 +24,9 @@ its line while the other lines are still judged.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +34,7 @@ from typing import Any
 
 from quorum.apps.moderate_journal import ballot_fingerprint, result_from_json, result_to_json
 from quorum.engine import settings
+from quorum.engine.batch_calls import BatchAnswers, CallPlanner, Key, Record
 from quorum.engine.budget import Budget
 from quorum.engine.connection import connect
 from quorum.engine.context import nest
@@ -37,6 +45,7 @@ from quorum.engine.runner import Stream, stream
 from quorum.errors import ConfigError, MalformedInput
 from quorum.llm.provider import Provider
 from quorum.llm.secrets import redact
+from quorum.llm.types import Request
 from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.normalize import fold
 from quorum.patterns.voting import Voter, VotingResult, VotingWorkflow
@@ -169,6 +178,7 @@ def moderate(
     on_event: EventSink | None = None,
     journal: str | Path | None = None,
     restart: bool = False,
+    answers: Mapping[str, Record] | None = None,
 ) -> Moderation:
     """Judge every text by a vote of ``voters`` among ``options``; see ``Moderation``.
 
@@ -177,12 +187,15 @@ def moderate(
     ``adaptive``: stop each vote early once its winner is settled. ``concurrency`` (texts
     in flight), ``budget`` and ``on_event`` default to the run settings in force
     (``quorum.engine.settings.use``). ``journal``: a file that records each finished
-    verdict, so running again judges only the rest (``restart=True`` forgets it). The
-    ballot is checked here, before any call."""
+    verdict, so running again judges only the rest (``restart=True`` forgets it).
+    ``answers``: batch results by custom_id (see ``plan_votes``); the votes are counted
+    from them and no call is made. The ballot is checked here, before any call."""
     if isinstance(texts, str):
         raise ConfigError("texts is one string; pass a list of texts, e.g. moderate([text], ...)")
     check_ballot(voters, options)
-    workflow = VotingWorkflow(llm=connect(llm), consensus_threshold=threshold, adaptive=adaptive)
+    if answers is not None and adaptive is not None:
+        raise ConfigError(NO_ADAPTIVE_BATCHES)
+    workflow = _voting(connect(llm), threshold, adaptive)
     chosen = settings.current()
     return Moderation(
         workflow,
@@ -195,7 +208,51 @@ def moderate(
         on_event=on_event or chosen.on_event,
         journal=journal,
         restart=restart,
+        answers=answers,
     )
+
+
+def _voting(llm: Provider, threshold: float, adaptive: Adaptive | None) -> VotingWorkflow:
+    """The vote of every text (one place, so a batch plans the requests the votes make)."""
+    return VotingWorkflow(llm=llm, consensus_threshold=threshold, adaptive=adaptive)
+
+
+NO_ADAPTIVE_BATCHES = (
+    "adaptive voting stops a vote once its winner is settled, which needs the answers as they "
+    "come; a batch asks every moderator at once: drop --adaptive to use the batch API"
+)
+
+
+def vote_id(item: Item, voter: Voter) -> str:
+    """The custom_id of one moderator's vote on one text in a batch."""
+    return f"{item.id}:{voter.name}"
+
+
+def _vote_key(item: Item, voters: Sequence[Voter]) -> Key:
+    # VotingWorkflow numbers each voter's request in its metadata ("sample")
+    return lambda request: vote_id(item, voters[int(request.metadata["sample"])])
+
+
+async def plan_votes(
+    items: Iterable[Item],
+    *,
+    llm: Provider,
+    voters: Sequence[Voter] = MODERATORS,
+    options: Sequence[str] = OPTIONS,
+) -> dict[str, Request]:
+    """Every request the votes on ``items`` make, by ``vote_id``, built as online (same
+    prompts, structured output and cache prefix for ``llm``'s model); nothing is sent.
+    Items that could not be read make no request."""
+    check_ballot(voters, options)
+    planned: dict[str, Request] = {}
+    for item in items:
+        if item.problem is not None:
+            continue
+        planner = CallPlanner(llm, _vote_key(item, voters))
+        workflow = _voting(planner.connection(), THRESHOLD, None)
+        await workflow.run(voters, moderation_prompt(item.text, options), options)
+        planned.update(planner.requests)
+    return planned
 
 
 class Moderation:
@@ -216,8 +273,10 @@ class Moderation:
         on_event: EventSink | None = None,
         journal: str | Path | None = None,
         restart: bool = False,
+        answers: Mapping[str, Record] | None = None,
     ) -> None:
         self._workflow = workflow
+        self._answers = answers
         self._voters = list(voters)
         self._options = list(options)
         # Items pulled but not yet reported, by input position: an outcome that failed or
@@ -292,7 +351,16 @@ class Moderation:
             raise MalformedInput(item.problem)
         with nest(VOTES_LABEL):
             prompt = moderation_prompt(item.text, self._options)
-            return await self._workflow.run(self._voters, prompt, self._options)
+            return await self._workflow_for(item).run(self._voters, prompt, self._options)
+
+    def _workflow_for(self, item: Item) -> VotingWorkflow:
+        """The workflow, or with batch ``answers`` a copy that counts the text's votes from them."""
+        if self._answers is None:
+            return self._workflow
+        replay = copy.copy(self._workflow)
+        key = _vote_key(item, self._voters)
+        replay.llm = BatchAnswers(self._workflow.llm, key, self._answers).connection()
+        return replay
 
 
 def _item_id(_index: int, item: Item) -> str:

@@ -17,10 +17,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 from quorum.cli._batch_lines import Line, read_line
@@ -29,6 +32,7 @@ from quorum.cli.batch import _read as read_input
 from quorum.cli.common import Settings, fail, stderr
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchReport, BatchRunner, BatchStop, BatchView, Fallback, Record
+from quorum.engine.connection import Connection
 from quorum.errors import ConfigError
 from quorum.llm.batches import BatchApi, BatchItem, batches_for
 from quorum.llm.types import Reply, Request
@@ -154,6 +158,131 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+# --- `quorum moderate --batch-api`, `quorum eval review --batch-api` ---------------------------
+
+
+BatchApiOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch-api",
+        help="Send every call as provider batches: half the price, answers within 24 h "
+        "(with --journal, run the same command again to resume).",
+    ),
+]
+FallbackOnlineOpt = Annotated[
+    bool, typer.Option("--fallback-online", help="With --batch-api: answer online what batches could not.")
+]
+DeadlineOpt = Annotated[
+    float | None,
+    typer.Option("--deadline", min=1.0, help="With --batch-api: seconds the batches may take in all."),
+]
+PollOpt = Annotated[
+    float,
+    typer.Option("--poll", min=0.01, help="With --batch-api: most seconds between two polls of a batch."),
+]
+
+
+@dataclass(frozen=True)
+class BatchMode:
+    """``--batch-api`` and its options, as a command parsed them."""
+
+    fallback_online: bool = False
+    deadline: float | None = None
+    poll_s: float = 60.0
+
+    def options(self) -> dict[str, Any]:
+        """The keywords of ``batch_calls``."""
+        return {"fallback_online": self.fallback_online, "deadline": self.deadline, "poll_s": self.poll_s}
+
+
+def batch_mode(
+    batch_api: bool, fallback_online: bool, deadline: float | None, poll_s: float, *, budget: float | None
+) -> BatchMode | None:
+    """The batch options checked together: ``None`` without ``--batch-api``."""
+    if not batch_api:
+        if fallback_online or deadline is not None:
+            fail("--fallback-online and --deadline go with --batch-api")
+        return None
+    if budget is not None:
+        fail(
+            "--budget stops calls one by one, but a batch is billed as a whole once it runs, so "
+            "it cannot hold a batch to a budget; drop --budget with --batch-api (a batch costs half "
+            "the online price of its calls)"
+        )
+    return BatchMode(fallback_online, deadline, poll_s)
+
+
+def batch_facts(report: BatchReport) -> Record:
+    """What the batches did, for a command's JSON summary (``cost_usd`` at the batch price,
+    answers given online with ``--fallback-online`` included)."""
+    return {
+        "batches_created": report.batches_created,
+        "items": report.items,
+        "from_journal": report.from_journal,
+        "answered": report.succeeded,
+        "failed": report.failed,
+        "resubmitted": report.resubmitted,
+        "online": report.online,
+        "cost_usd": round(report.cost, 6),
+        "detached": report.detached,
+    }
+
+
+def resume_command() -> str:
+    """The command line that resumes this run (the same one)."""
+    return "quorum " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+
+
+async def batch_calls(
+    online: Connection,
+    requests: Mapping[str, Request],
+    journal: Path | None,
+    *,
+    restart: bool = False,
+    fallback_online: bool = False,
+    deadline: float | None = None,
+    poll_s: float = 60.0,
+    console: Console = stderr,
+    **options: object,
+) -> tuple[BatchReport, dict[str, Record]]:
+    """An application's planned ``requests`` (by custom_id) through the batch API of
+    ``online``'s model, journaled in ``journal`` (the command's own ``--journal`` file:
+    the batch tables sit beside its items); the report and every result by custom_id.
+    ``restart`` forgets earlier batches first (refused while one is still open); with
+    ``fallback_online`` what batches cannot answer is answered through ``online``, whose
+    response cache the batch answers fill. ``options`` go to the batch adapter."""
+    try:
+        api = batches_for(f"{online.name}/{online.model}", **options)
+    except ConfigError as exc:
+        fail(str(exc))
+    cache = online.cache
+
+    def store(request: Request, reply: Reply) -> None:
+        if cache is not None:
+            cache.put(request_key(innermost(online), request), reply)
+
+    items = [BatchItem(custom_id, request) for custom_id, request in requests.items()]
+    try:
+        with _ledger_path(journal) as path, _lock(path):  # one process per job
+            if restart:
+                forget(path)
+            if not items:
+                return BatchReport(), {}
+            return await run_with_batches(
+                api,
+                items,
+                path,
+                resume=resume_command(),
+                fallback=online.complete if fallback_online else None,
+                time_limit_s=deadline,
+                store=store,
+                console=console,
+                poll_s=poll_s,
+            )
+    finally:
+        await api.aclose()
+
+
 # --- `quorum batch --batch-api` -----------------------------------------------------------------
 
 
@@ -184,7 +313,7 @@ class BatchApiJob:
         self.restart, self.fallback_online, self.deadline = restart, fallback_online, deadline
         self.cache = None if no_cache else ResponseCache()
         self.models = Models(settings, self.cache)
-        self.resume = "quorum " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+        self.resume = resume_command()
 
     async def run(self) -> int:
         started = time.perf_counter()
@@ -315,7 +444,11 @@ def _ledger_path(journal: Path | None) -> Iterator[Path]:
     if journal is not None:
         yield journal
         return
-    stderr.print("no journal (stdin to stdout): give --journal PATH to make this job resumable", markup=False)
+    stderr.print(
+        "no journal: the batches are followed in a temporary file, which a kill loses; "
+        "give --journal PATH to make this job resumable",
+        markup=False,
+    )
     with tempfile.TemporaryDirectory(prefix="quorum-batch-api-") as folder:
         yield Path(folder) / "journal"
 

@@ -11,6 +11,11 @@ With ``--journal PATH`` each review is recorded as it lands; running the same co
 again (after a kill, or after some reviews failed) reviews only the functions not yet
 done. A data line changed under an id the journal holds, or other reviewers, is an
 error naming the function (exit 2), unless ``--restart``.
+
+With ``--batch-api`` every reviewer's call about every function goes out first as
+provider batches (half the price, answers within 24 hours; ``quorum.cli.batch_api``),
+journaled in ``--journal`` beside the reviews, and the functions are reviewed and scored
+from the answers once the batches end.
 """
 
 from __future__ import annotations
@@ -24,11 +29,32 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from quorum.apps.review.evaluate import Evaluation, evaluate, load_cases, load_families
+from quorum.apps.review.evaluate import (
+    Case,
+    Evaluation,
+    evaluate,
+    journaled_cases,
+    load_cases,
+    load_families,
+    plan_reviews,
+)
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.cli._feed import Feed
+from quorum.cli.batch_api import (
+    BatchApiOpt,
+    BatchMode,
+    DeadlineOpt,
+    FallbackOnlineOpt,
+    PollOpt,
+    batch_calls,
+    batch_facts,
+    batch_mode,
+    closing_line,
+    resume_command,
+)
 from quorum.cli.common import (
     CONTEXT,
+    Exit,
     OutputOpt,
     Settings,
     check_output,
@@ -42,6 +68,8 @@ from quorum.cli.common import (
     warn,
     with_settings,
 )
+from quorum.engine.batches import BatchReport, Record
+from quorum.engine.connection import Connection
 
 app = typer.Typer(
     help="Measure quorum's applications on labelled data.",
@@ -54,6 +82,7 @@ EXAMPLES = examples(
     "quorum eval review sven.jsonl --sample 20 --seed 1 --thresholds 1,2,3",
     "quorum eval review sven.jsonl --limit 5 --reviewers 3 --json -o scores.json",
     "quorum eval review sven.jsonl --journal sven.journal   # run again to resume",
+    "quorum eval review sven.jsonl --batch-api --journal sven.journal",
 )
 
 
@@ -93,6 +122,10 @@ def review(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the --journal and review every function.")
     ] = False,
+    batch_api: BatchApiOpt = False,
+    fallback_online: FallbackOnlineOpt = False,
+    deadline: DeadlineOpt = None,
+    poll: PollOpt = 60.0,
     *,
     settings: Settings,
 ) -> None:
@@ -101,6 +134,8 @@ def review(
         fail("--limit and --sample both choose the pairs: pick one")
     if restart and journal is None:
         fail("--restart forgets a --journal: give --journal PATH too")
+    batch = batch_mode(batch_api, fallback_online, deadline, poll, budget=settings.budget)
+    extra: dict[str, object] = {}  # the batch figures, for --json
     levels = _thresholds(thresholds)
     check_output(out)
 
@@ -121,6 +156,12 @@ def review(
                     on_event=feed.on_event,
                     budget=run.budget,
                 )
+                results = None
+                if batch is not None:
+                    report, results = await _batches(cases, system, llm, journal, restart, batch)
+                    extra["batch"] = batch_facts(report)
+                    if report.detached:
+                        raise typer.Exit(Exit.INTERRUPTED)  # the same command resumes
                 # One review per function at a time per worker; the connection caps the calls.
                 result = await evaluate(
                     cases,
@@ -130,6 +171,7 @@ def review(
                     concurrency=run.concurrency,
                     journal=journal,
                     restart=restart,
+                    answers=results,
                 )
         finally:
             await llm.aclose()
@@ -139,11 +181,27 @@ def review(
     result = execute(work, verbose=settings.verbose)
     with output(out) as stream:
         if settings.json:
-            stream.write(json.dumps(result.as_dict(), indent=2) + "\n")
+            stream.write(json.dumps(result.as_dict() | extra, indent=2) + "\n")
         else:
             _print_table(result, Console(file=stream, highlight=False))
     _report_failures(result)
     raise typer.Exit(exit_code(result.reviewed, result.failed_reviews))
+
+
+async def _batches(
+    cases: list[Case],
+    system: CodeReviewSystem,
+    llm: Connection,
+    journal: Path | None,
+    restart: bool,
+    batch: BatchMode,
+) -> tuple[BatchReport, dict[str, Record]]:
+    """Every call of the reviews not yet journaled, through the batch API."""
+    done = await journaled_cases(cases, system, journal) if journal is not None and not restart else set()
+    requests = await plan_reviews([case for case in cases if case.id not in done], system)
+    report, results = await batch_calls(llm, requests, journal, restart=restart, **batch.options())
+    stderr.print(f"eval: {closing_line(report, resume_command())}", markup=False, highlight=False)
+    return report, results
 
 
 def _thresholds(text: str) -> list[int]:

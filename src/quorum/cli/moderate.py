@@ -4,7 +4,10 @@ Texts come from the arguments, from stdin (``-``, or no arguments with piped inp
 text per line), or from a JSON lines file (``--input FILE``: each line ``{"id": ...,
 "text": ...}`` or a JSON string; ``--input -`` reads them from stdin). Verdicts are
 written to stdout as JSON lines as their votes finish (``--ordered``: in input order);
-``--json`` writes one JSON document at the end instead. Every text gets a verdict: a
+``--json`` writes one JSON document at the end instead. With ``--batch-api`` every
+moderator's vote on every text goes out first as provider batches (half the price,
+answers within 24 hours; ``quorum.cli.batch_api``), and the verdicts are written once the
+batches have answered. Every text gets a verdict: a
 line that cannot be read gets an error verdict naming its line (and a line on stderr)
 while the other lines are still judged; texts left when the run stops early
 (``--budget``) get a ``skipped`` verdict each; blank lines are counted. Exit status: 0
@@ -18,7 +21,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, TextIO
@@ -28,6 +31,7 @@ from rich.markup import escape
 
 from quorum.apps.moderate import (
     MODERATORS,
+    NO_ADAPTIVE_BATCHES,
     OPTIONS,
     THRESHOLD,
     VOTES_LABEL,
@@ -37,11 +41,26 @@ from quorum.apps.moderate import (
     item_from_json,
     item_from_line,
     moderate,
+    plan_votes,
     unreadable,
 )
+from quorum.apps.moderate_journal import ballot_fingerprint
 from quorum.apps.totals import SCHEMA_VERSION, stopped_cause, totals
 from quorum.cli._feed import Feed, last_label
+from quorum.cli.batch_api import (
+    BatchApiOpt,
+    BatchMode,
+    DeadlineOpt,
+    FallbackOnlineOpt,
+    PollOpt,
+    batch_calls,
+    batch_facts,
+    batch_mode,
+    closing_line,
+    resume_command,
+)
 from quorum.cli.common import (
+    Exit,
     OutputOpt,
     Settings,
     check_output,
@@ -54,10 +73,14 @@ from quorum.cli.common import (
     stderr,
     with_settings,
 )
+from quorum.engine.batch_calls import Record
+from quorum.engine.batches import BatchReport
 from quorum.engine.connection import Connection
 from quorum.engine.events import Event
 from quorum.engine.outcome import Summary
 from quorum.patterns.adaptive import Adaptive
+from quorum.patterns.voting import Voter
+from quorum.store.journal import Journal
 
 Parse = Callable[[str, int], Item | None]
 Items = Iterable[Item] | AsyncIterator[Item]
@@ -66,6 +89,7 @@ EXAMPLES = examples(
     "quorum moderate 'Nice post, thanks!' 'You have rocks for brains'",
     "quorum moderate --input comments.jsonl --budget 0.50 -o verdicts.jsonl",
     "cat comments.txt | quorum moderate --adaptive --json",
+    "quorum moderate --input backlog.jsonl --batch-api --journal backlog.db -o verdicts.jsonl",
 )
 
 
@@ -112,12 +136,19 @@ def command(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget the --journal and judge every text.")
     ] = False,
+    batch_api: BatchApiOpt = False,
+    fallback_online: FallbackOnlineOpt = False,
+    deadline: DeadlineOpt = None,
+    poll: PollOpt = 60.0,
     *,
     settings: Settings,
 ) -> None:
     """Moderate texts by a vote of the chapter's moderators; one JSON verdict per text."""
     if not 0 < threshold <= 1:
         fail(f"--threshold is the winner's share of the votes, in (0, 1], got {threshold:g}; e.g. 0.6")
+    batch = batch_mode(batch_api, fallback_online, deadline, poll, budget=settings.budget)
+    if batch is not None and adaptive:
+        fail(NO_ADAPTIVE_BATCHES)
     check_output(out)
     source = choose_source(texts or [], input_file)
     job = Job(
@@ -131,6 +162,7 @@ def command(
         out=out,
         journal=journal,
         restart=restart,
+        batch=batch,
     )
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
@@ -250,13 +282,21 @@ class Job:
     collected: list[dict[str, Any]] = field(default_factory=list)
     journal: str | None = None  # durable jobs
     restart: bool = False
+    batch: BatchMode | None = None  # --batch-api
+    answers: Mapping[str, Record] | None = None  # the batch results the votes are counted from
+    batch_report: BatchReport | None = None
 
     async def run(self) -> int:
         """Moderate every text, writing verdicts as they come; the exit code."""
         feed = Feed("moderate", group=lambda e: last_label(e) or "texts", is_call=_is_vote)
-        items = Pulled(self.source.items(self.blank))
+        texts: Items = self.source.items(self.blank)
         with output(self.out) as stream:
             async with self.settings.connect() as llm:
+                if self.batch is not None:
+                    texts = [item async for item in Pulled(texts)]  # a batch needs them all first
+                    if await self._batches(llm, texts, self.batch):
+                        return int(Exit.INTERRUPTED)  # detached: the same command resumes
+                items = Pulled(texts)
                 with feed, self.settings.in_force(on_event=feed.on_event):
                     async with self._moderation(llm, items) as verdicts:
                         async for verdict in verdicts:
@@ -267,7 +307,9 @@ class Job:
                 async for position, item in items.rest():
                     self._write(_skipped(item, position, reason), stream)
             if self.settings.json:
-                summary = {"texts": dict(self.statuses), "blank_lines": len(self.blank)}
+                summary: dict[str, Any] = {"texts": dict(self.statuses), "blank_lines": len(self.blank)}
+                if self.batch_report is not None:
+                    summary["batch"] = batch_facts(self.batch_report)
                 document = {
                     "schema_version": SCHEMA_VERSION,
                     "verdicts": self.collected,
@@ -278,6 +320,37 @@ class Job:
         feed.close(verdicts.summary)
         ok = self.statuses["ok"]
         return exit_code(ok, sum(self.statuses.values()) - ok)
+
+    async def _batches(self, llm: Connection, items: list[Item], batch: BatchMode) -> bool:
+        """Every vote not yet journaled, through the batch API; whether the run detached."""
+        voters = MODERATORS[: self.voters]
+        done = await self._journaled(items, voters)
+        todo = [item for item in items if str(item.id) not in done]
+        requests = await plan_votes(todo, llm=llm, voters=voters, options=self.options)
+        journal = Path(self.journal) if self.journal is not None else None
+        report, self.answers = await batch_calls(
+            llm, requests, journal, restart=self.restart, **batch.options()
+        )
+        self.batch_report = report
+        stderr.print(f"moderate: {closing_line(report, resume_command())}", markup=False, highlight=False)
+        return report.detached
+
+    async def _journaled(self, items: list[Item], voters: Sequence[Voter]) -> set[str]:
+        """Ids of the texts whose verdicts the --journal holds: no batch asks them again."""
+        if self.journal is None or self.restart:
+            return set()
+        journal = Journal(self.journal)
+        try:
+            return {
+                str(item.id)
+                for item in items
+                if item.problem is None
+                and journal.check(
+                    str(item.id), ballot_fingerprint(item.text, voters, self.options, self.threshold)
+                )
+            }
+        finally:
+            await journal.aclose()
 
     def _moderation(self, llm: Connection, items: Pulled) -> Moderation:
         return moderate(
@@ -290,6 +363,7 @@ class Job:
             ordered=self.ordered,
             journal=self.journal,
             restart=self.restart,
+            answers=self.answers,
         )
 
     def _write(self, verdict: Verdict, stream: TextIO) -> None:

@@ -41,7 +41,7 @@ from quorum.llm.batches.base import (
     ItemResult,
     group,
 )
-from quorum.llm.types import Reply, Request
+from quorum.llm.types import Reply, Request, Usage
 
 Record = dict[str, object]
 Fallback = Callable[[Request], Awaitable[Reply]]
@@ -422,12 +422,13 @@ def _answered(item: BatchItem, reply: Reply, via: str) -> _Done:
 
 
 def _failed(custom_id: str, error: BaseException | None, via: str) -> _Done:
+    usage = getattr(error, "usage", None)  # an answer that broke its schema was billed
     record: Record = {
         "custom_id": custom_id,
         "status": "error",
-        "text": None,
+        "text": getattr(error, "text", None),  # what it answered: an app may read it as text
         "data": None,
-        "usage": None,
+        "usage": usage.as_json() if isinstance(usage, Usage) else None,
         "cost": getattr(error, "cost", None),
         "model": None,
         "error": {"type": type(error).__name__, "message": str(error)},

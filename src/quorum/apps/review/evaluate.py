@@ -25,16 +25,23 @@ With a ``journal`` each function's review is recorded as it lands (what scoring 
 see ``eval_journal``), and running again reviews only the functions not yet done: a
 function whose review failed is reviewed again, one that was scored is not.
 
+Through a provider batch API (half the price): ``plan_reviews`` gives every reviewer's
+request about every unit by custom_id ``{function}:{reviewer}@{unit}`` without sending
+any, the batch driver answers them, and ``evaluate(..., answers=results)`` reviews each
+function from those answers with the same parsing, grouping and scoring as online
+(``quorum.engine.batch_calls``).
+
 The data is checked when it is read: a line that is not a case is a ``ConfigError``
 naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +51,18 @@ from quorum.apps.review.model import CodeReviewResult, FindingGroup
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
 from quorum.apps.totals import SCHEMA_VERSION, totals
+from quorum.engine.batch_calls import BatchAnswers, CallPlanner, Key, Record
+from quorum.engine.connection import Connection
 from quorum.engine.jobs import journaled
 from quorum.engine.outcome import Outcome, RunResult, Summary
 from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.secrets import redact
+from quorum.llm.types import Request
+from quorum.store.journal import Journal
 
 LINE_SLACK = 3
+CONTEXT = "A function from an open-source Python project"
 
 
 @dataclass(frozen=True)
@@ -174,12 +186,15 @@ async def evaluate(
     concurrency: int = 4,
     journal: str | Path | None = None,
     restart: bool = False,
+    answers: Mapping[str, Record] | None = None,
 ) -> Evaluation:
     """Review every case (concurrently, through the engine) and score each threshold.
     ``journal``: a file recording each review, so running again reviews only the rest
-    (``restart=True`` forgets it); see the module's documentation."""
+    (``restart=True`` forgets it); see the module's documentation. ``answers``: batch
+    results by custom_id (see ``plan_reviews``): the reviews are read from them, no call
+    is made."""
     started = time.perf_counter()
-    outcome, from_journal = await _review_all(cases, system, concurrency, journal, restart)
+    outcome, from_journal = await _review_all(cases, system, concurrency, journal, restart, answers)
     reviews: dict[str, CodeReviewResult | None] = {}
     failures: dict[str, str] = {}
     incomplete = 0
@@ -213,12 +228,18 @@ async def _review_all(
     concurrency: int,
     journal: str | Path | None,
     restart: bool,
+    answers: Mapping[str, Record] | None = None,
 ) -> tuple[RunResult[CodeReviewResult], int]:
     """Every case's outcome in input order, and how many came from the journal."""
     static = {voter.name for voter in system.static}
 
+    def reviewer(case: Case) -> CodeReviewSystem:
+        if answers is None:
+            return system
+        return _answering(system, BatchAnswers(system.llm, _review_key(case), answers).connection())
+
     async def review(case: Case) -> CodeReviewResult:
-        result = await system.review(case.code, context="A function from an open-source Python project")
+        result = await reviewer(case).review(case.code, context=CONTEXT)
         why = review_failure(result, static=static)
         if why is not None:
             raise NotReviewed(why)
@@ -227,14 +248,13 @@ async def _review_all(
     ids = lambda _i, case: case.id  # noqa: E731 - the journal's key is the case's own id
     if journal is None:
         return await run(review, cases, concurrency=concurrency, ids=ids, label="eval"), 0
-    setup = [system.model_name, system.reviewer_names, system.confirmation_threshold]
     outcomes: list[Outcome[CodeReviewResult]] = []
     async with journaled(
         review,
         cases,
         journal,
         ids=ids,
-        fingerprint=lambda case: case_fingerprint(astuple(case), setup),
+        fingerprint=_fingerprint(system),
         encode=review_to_json,
         decode=review_from_json,
         restart=restart,
@@ -245,6 +265,54 @@ async def _review_all(
         async for done in flow:
             outcomes.append(done)
     return RunResult(outcomes, flow.summary), flow.resumed
+
+
+def _fingerprint(system: CodeReviewSystem) -> Callable[[Case], str]:
+    """A case's fingerprint in the journal: its data line and the review's setup."""
+    setup = [system.model_name, system.reviewer_names, system.confirmation_threshold]
+    return lambda case: case_fingerprint(astuple(case), setup)
+
+
+async def journaled_cases(cases: Sequence[Case], system: CodeReviewSystem, journal: str | Path) -> set[str]:
+    """Ids of the cases whose review ``journal`` holds (a changed case is an error)."""
+    fingerprint = _fingerprint(system)
+    held = Journal(journal)
+    try:
+        return {case.id for case in cases if held.check(case.id, fingerprint(case)) is not None}
+    finally:
+        await held.aclose()
+
+
+def review_id(case: Case, request: Request) -> str:
+    """The custom_id of one reviewer's request about one unit of one function in a batch."""
+    return f"{case.id}:{request.metadata['reviewer']}@{request.metadata['unit']}"
+
+
+def _review_key(case: Case) -> Key:
+    # the reviewers name themselves and their unit in each request's metadata
+    return lambda request: review_id(case, request)
+
+
+def _answering(system: CodeReviewSystem, llm: Connection, *, static: bool = True) -> CodeReviewSystem:
+    """The review system with its model calls answered by ``llm`` (without its static
+    voters when ``static`` is false: planning the calls runs no scanner)."""
+    stand_in = copy.copy(system)
+    stand_in.llm = llm
+    if not static:
+        stand_in.static = []
+        stand_in.run_options = {**system.run_options, "on_event": None, "budget": None}
+    return stand_in
+
+
+async def plan_reviews(cases: Sequence[Case], system: CodeReviewSystem) -> dict[str, Request]:
+    """Every request the reviews of ``cases`` make, by ``review_id``, built as online
+    (same units, prompts and structured output for the system's model); nothing is sent."""
+    planned: dict[str, Request] = {}
+    for case in cases:
+        planner = CallPlanner(system.llm, _review_key(case))
+        await _answering(system, planner.connection(), static=False).review(case.code, context=CONTEXT)
+        planned.update(planner.requests)
+    return planned
 
 
 def _why(done: Outcome[CodeReviewResult]) -> str:
