@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from quorum.engine import context
-from quorum.engine.cluster.executor import ClusterStream, RayExecutor
+from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, ClusterStream, RayExecutor
 from quorum.engine.connection import Connection
 from quorum.engine.outcome import Outcome, RunResult
 from quorum.errors import ConfigError, QuorumError
@@ -80,6 +80,7 @@ class RemoteConnection:
         key, hit = cache.lookup(self.connection.provider, request) if cache else ("", None)
         if hit is not None:
             return hit
+        context.check_budget()  # a spent budget sends nothing more, as on one machine
         await self._start()
         sent = _Sent(request, asyncio.get_running_loop().create_future())
         self._feed.put_nowait(sent)
@@ -97,8 +98,12 @@ class RemoteConnection:
         return reply
 
     async def aclose(self) -> None:
-        """End the workers (the items they hold are abandoned) and the driver's connection."""
+        """End the workers and the driver's connection. With nothing awaited any more the
+        stream is let end first, so each worker returns its unspent lease; otherwise the
+        calls still out are abandoned (their leases expire)."""
         self._feed.put_nowait(None)
+        if self._reader is not None and not self._waiting:
+            await asyncio.wait({self._reader}, timeout=FINISH_TIMEOUT_S)
         if self._stream is not None:
             await self._stream.aclose()
         if self._reader is not None:
