@@ -53,6 +53,14 @@ def test_connect_records_how_to_build_the_connection_again() -> None:
     assert quorum.connect(FakeProvider()).spec is None  # a live provider object cannot travel
 
 
+def test_the_workers_call_the_endpoint_the_driver_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quorum.engine.cluster import RemoteConnection
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # the driver's environment only
+    remote = RemoteConnection(RayExecutor(workers=1), quorum.connect(MODEL, api_key="k"))
+    assert remote.spec.options["base_url"] == "http://127.0.0.1:9"
+
+
 async def test_a_function_that_is_not_a_connections_complete_is_refused() -> None:
     executor = RayExecutor(workers=1)
 

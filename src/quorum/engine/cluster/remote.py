@@ -2,9 +2,11 @@
 
 ``RemoteConnection(executor, llm)`` has a connection's ``complete(request)``, but the call
 is made by the executor's workers, each through a connection built from ``llm.spec`` (the
-``ConnectionSpec`` that ``quorum.connect`` recorded). The driver keeps what must have one
-writer: a cache hit is answered here, without a worker (SQLite never leaves the driver's
-machine), and a new answer is stored here as it arrives. Its usage and cost are charged
+``ConnectionSpec`` that ``quorum.connect`` recorded, with the endpoint the driver's
+provider calls made explicit, since the workers do not see the driver's environment).
+The driver keeps what must have one writer: a cache hit is answered here, without a
+worker (SQLite never leaves the driver's machine), and a new answer is stored here as it
+arrives. Its usage and cost are charged
 to the driver's task, so a run's summary, its budget and its journal see them as if the
 call had been made here.
 
@@ -53,7 +55,7 @@ class RemoteConnection:
     def __init__(self, executor: RayExecutor, llm: Connection, *, timeout: float | None = None) -> None:
         self.executor = executor
         self.connection = llm
-        self.spec = spec_of(llm)
+        self.spec = _pin_endpoint(spec_of(llm), llm)
         self.timeout = timeout
         self.dispatched = 0  # calls sent to a worker (cache hits are not)
         self._feed: asyncio.Queue[_Sent | None] = asyncio.Queue()
@@ -182,6 +184,18 @@ def spec_of(llm: Connection) -> Any:
             f"e.g. quorum.connect('anthropic/claude-sonnet-5-5', rpm=4000, itpm=400_000)"
         )
     return llm.spec
+
+
+def _pin_endpoint(spec: Any, llm: Connection) -> Any:
+    """The spec with the endpoint the driver's provider calls: a ``base_url`` taken from the
+    driver's environment would not reach the workers, whose answers would then land in the
+    driver's cache under another endpoint's key."""
+    if "base_url" in spec.options:
+        return spec
+    base = getattr(llm.provider, "base_url", None) or getattr(llm.provider, "_base_url", None)
+    if not isinstance(base, str):
+        return spec
+    return replace(spec, options={**spec.options, "base_url": base})
 
 
 def connection_of(fn: Callable[..., Awaitable[Any]]) -> Connection:
