@@ -59,6 +59,7 @@ def test_the_workers_call_the_endpoint_the_driver_calls(monkeypatch: pytest.Monk
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # the driver's environment only
     remote = RemoteConnection(RayExecutor(workers=1), quorum.connect(MODEL, api_key="k"))
     assert remote.spec.options["base_url"] == "http://127.0.0.1:9"
+    assert isinstance(remote, quorum.Provider)  # a workflow takes it in place of the connection
 
 
 async def test_a_function_that_is_not_a_connections_complete_is_refused() -> None:
@@ -117,3 +118,24 @@ async def test_the_driver_keeps_the_journal_and_resumes_from_it(
     assert [o.value.text for o in more.outcomes[:10] if o.value] == [
         o.value.text for o in first.outcomes if o.value
     ]
+
+
+@pytest.mark.ray
+async def test_a_workflow_takes_a_remote_connection_and_its_calls_are_counted_once(
+    cluster: None, emu: Emulator
+) -> None:
+    from quorum.engine.cluster import RemoteConnection
+
+    executor = RayExecutor(workers=2, concurrency=4)
+    remote = RemoteConnection(executor, quorum.connect(MODEL, base_url=emu.url, api_key="test"))
+    assert quorum.connect(remote) is remote  # taken as it is: never wrapped, never charged twice
+    before = calls(emu)
+    voting = quorum.VotingWorkflow(llm=remote)
+    voters = [quorum.Voter(f"voter {i}", "You judge.") for i in range(3)]
+    async with remote:
+        run = await quorum.run(lambda prompt: voting.run(voters, prompt, ["yes", "no"]), ["Is it?"])
+    executor.shutdown()
+    assert run.outcomes[0].ok, run.outcomes[0].error_message
+    assert calls(emu) - before == 3
+    assert remote.dispatched == 3
+    assert run.summary.calls == 3

@@ -33,6 +33,7 @@ from typing import Any
 
 from quorum.engine import context
 from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, ClusterStream, RayExecutor
+from quorum.engine.cluster.spec import ConnectionSpec
 from quorum.engine.connection import Connection
 from quorum.engine.outcome import Outcome, RunResult
 from quorum.errors import ConfigError, QuorumError
@@ -49,14 +50,20 @@ class _Sent:
     answer: asyncio.Future[Outcome[Any]]
 
 
-class RemoteConnection:
-    """``llm``'s calls made by ``executor``'s workers; cache and accounting at the driver."""
+class RemoteConnection(Connection):
+    """``llm``'s calls made by ``executor``'s workers; cache and accounting at the driver.
+
+    A ``Connection`` (so ``quorum.connect(remote)`` and a workflow's ``llm=`` take it as
+    it is, and its calls are charged once): only its calls travel. A request's
+    ``on_first_byte`` callback cannot travel; it is called here when the answer arrives."""
 
     def __init__(self, executor: RayExecutor, llm: Connection, *, timeout: float | None = None) -> None:
+        spec = _pin_endpoint(spec_of(llm), llm)
+        super().__init__(llm.provider, retry=llm.retry, timeout=None, clock=llm.clock, cache=llm.cache)
         self.executor = executor
         self.connection = llm
-        self.spec = _pin_endpoint(spec_of(llm), llm)
-        self.timeout = timeout
+        self.spec = self.workers_spec = spec
+        self.task_timeout = timeout  # per call on the workers, besides the spec's own
         self.dispatched = 0  # calls sent to a worker (cache hits are not)
         self._feed: asyncio.Queue[_Sent | None] = asyncio.Queue()
         self._waiting: dict[int, asyncio.Future[Outcome[Any]]] = {}
@@ -65,25 +72,20 @@ class RemoteConnection:
         self._starting = asyncio.Lock()
         self._failed: BaseException | None = None
 
-    @property
-    def name(self) -> str:
-        return self.connection.name
-
-    @property
-    def model(self) -> str:
-        return self.connection.model
-
     def __repr__(self) -> str:
-        return f"RemoteConnection({self.spec.model}, workers={self.executor.workers})"
+        return f"RemoteConnection({self.workers_spec.model}, workers={self.executor.workers})"
 
     async def complete(self, request: Request) -> Reply:
         """The reply to ``request``: from the driver's cache, else from a worker."""
-        cache = self.connection.cache
-        key, hit = cache.lookup(self.connection.provider, request) if cache else ("", None)
+        cache = self.cache
+        key, hit = cache.lookup(self.provider, request) if cache else ("", None)
         if hit is not None:
             return hit
         context.check_budget()  # a spent budget sends nothing more, as on one machine
         await self._start()
+        first_byte = request.on_first_byte  # a callback stays here: it is told when the answer is
+        if first_byte is not None:
+            request = replace(request, on_first_byte=None)
         sent = _Sent(request, asyncio.get_running_loop().create_future())
         self._feed.put_nowait(sent)
         try:
@@ -91,6 +93,8 @@ class RemoteConnection:
         finally:
             sent.answer.cancel()  # cut off here: a worker's late answer is dropped
         _charge(outcome)
+        if first_byte is not None and outcome.ok:
+            first_byte()
         if not outcome.ok:
             raise outcome.error or QuorumError(outcome.error_message or "the call failed on a worker")
         reply = outcome.value
@@ -130,7 +134,10 @@ class RemoteConnection:
             if self._stream is not None:
                 return
             stream = self.executor.stream(
-                self._requests(), llm=self.spec, ids=lambda index, _r: str(index), timeout=self.timeout
+                self._requests(),
+                llm=self.workers_spec,
+                ids=lambda index, _r: str(index),
+                timeout=self.task_timeout,
             )
             try:
                 await stream.__aenter__()
@@ -175,7 +182,7 @@ def _charge(outcome: Outcome[Any]) -> None:
         context.charge(outcome.usage, outcome.cost, latency)
 
 
-def spec_of(llm: Connection) -> Any:
+def spec_of(llm: Connection) -> ConnectionSpec:
     """The ``ConnectionSpec`` ``quorum.connect`` recorded on ``llm``, or a ``ConfigError``."""
     if not isinstance(llm, Connection) or llm.spec is None:
         raise ConfigError(
@@ -186,7 +193,7 @@ def spec_of(llm: Connection) -> Any:
     return llm.spec
 
 
-def _pin_endpoint(spec: Any, llm: Connection) -> Any:
+def _pin_endpoint(spec: ConnectionSpec, llm: Connection) -> ConnectionSpec:
     """The spec with the endpoint the driver's provider calls: a ``base_url`` taken from the
     driver's environment would not reach the workers, whose answers would then land in the
     driver's cache under another endpoint's key."""
