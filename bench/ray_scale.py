@@ -12,6 +12,9 @@ Three measurements:
   and the workers' start are left out: the clock starts when the workers answered);
   ``speedup = wall_s_1 / wall_s_n``. ``wall_s_cluster_1`` is the same on the cluster with
   one worker: how the cluster itself scales, apart from what it costs over one process.
+  ``wall_s_run_n`` is the same calls on ``N`` workers through the driver's path of
+  ``run(llm.complete, ..., executor=...)`` (a task per call at the driver, a
+  ``RemoteConnection``): what that layer costs over ``executor.stream`` (``wall_s_n``).
 * **a fault**: a quarter of the calls on the cluster, one worker killed with ``ray.kill``
   after a fifth of them came back. ``lost`` and ``duplicated`` count items without an
   outcome and items with more than one; ``fault_redispatched`` the items sent again.
@@ -103,6 +106,25 @@ async def on_cluster(
     }
 
 
+async def run_on_cluster(url: str, calls: int, workers: int, concurrency: int) -> dict[str, Any]:
+    """The driver's path of ``run(llm.complete, ..., executor=...)``: a task per call at the
+    driver through a ``RemoteConnection`` (workers started by a warm-up call, not timed)."""
+    import quorum
+    from quorum.engine.cluster import RayExecutor, RemoteConnection
+    from quorum.engine.cluster.remote import in_flight_for
+    from quorum.llm import Request
+
+    executor = RayExecutor(workers=workers, concurrency=concurrency)
+    llm = quorum.connect(f"anthropic/{MODEL}", base_url=url, api_key=KEY)
+    async with RemoteConnection(executor, llm) as remote:
+        await remote.complete(Request.of("warm-up", max_tokens=MAX_TOKENS))
+        requests = [Request.of(text, max_tokens=MAX_TOKENS) for text in tickets(calls)]
+        started = time.perf_counter()
+        result = await quorum.run(remote.complete, requests, concurrency=in_flight_for(executor))
+        wall = time.perf_counter() - started
+    return {"wall_s": wall, "ok": result.summary.counts.get("ok", 0)}
+
+
 async def limits_on_cluster(url: str, args: argparse.Namespace) -> dict[str, Any]:
     from quorum.engine.cluster import ConnectionSpec, RayExecutor
 
@@ -142,7 +164,11 @@ def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
         many = asyncio.run(on_cluster(emu.url, args.calls, args.speed_workers, args.concurrency))
     with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
         alone = asyncio.run(on_cluster(emu.url, args.calls, 1, args.concurrency))
+    with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
+        driven = asyncio.run(run_on_cluster(emu.url, args.calls, args.speed_workers, args.concurrency))
     return {
+        "wall_s_run_n": round(driven["wall_s"], 2),
+        "ok_run_n": driven["ok"],
         "wall_s_cluster_1": round(alone["wall_s"], 2),
         "wall_s_1": round(single["wall_s"], 2),
         "wall_s_n": round(many["wall_s"], 2),

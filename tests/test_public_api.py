@@ -12,7 +12,8 @@ PUBLIC = [
     "Adaptive", "Budget", "Capabilities", "CodeReviewResult", "CodeReviewSystem", "Concurrency",
     "Connection", "Event", "EventKind", "FailurePolicy", "FakeProvider", "InputTokenRate", "Message",
     "Outcome", "OutputTokenRate", "ParallelResult", "ParallelWorkflow", "ParallelWorkflowResult",
-    "Provider", "Quorum", "Reply", "Request", "RequestRate", "Retry", "ReviewerVote", "RunResult",
+    "Provider", "Quorum", "RayExecutor", "Reply", "Request", "RequestRate", "Retry", "ReviewerVote",
+    "RunResult",
     "Section", "SectionResult", "SectioningWorkflow", "Status", "Stream", "Summary", "Tally",
     "TaskResult", "TokenRate", "TranslationResult", "TranslationWorkflow", "Usage", "Vote", "Voter",
     "VotingResult", "VotingWorkflow", "Vulnerability", "__version__", "cluster_vote", "connect",
@@ -50,7 +51,7 @@ def test_testing_surface() -> None:
 
 
 def test_importing_quorum_does_not_load_the_embedded_model_or_the_sdks() -> None:
-    heavy = "('llama_cpp', 'anthropic', 'openai')"
+    heavy = "('llama_cpp', 'anthropic', 'openai', 'ray', 'quorum.engine.cluster')"
     code = f"import sys, quorum; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -72,3 +73,13 @@ def test_no_public_name_shadows_a_submodule() -> None:
     top = {m.name for m in pkgutil.iter_modules(quorum.__path__)}
     clashes += [f"quorum.{name}" for name in quorum.__all__ if name in top and name != "errors"]
     assert clashes == []
+
+
+def test_the_ray_executor_is_public_but_loaded_only_when_named() -> None:
+    code = (
+        "import sys, quorum; before = 'quorum.engine.cluster' in sys.modules; "
+        "from quorum.engine.cluster import RayExecutor; "
+        "print(before, quorum.RayExecutor is RayExecutor, 'ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False"]

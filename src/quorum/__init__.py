@@ -73,6 +73,17 @@ from quorum.patterns import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``RayExecutor`` is imported on first use, so ``import quorum`` never loads the
+    cluster code (and ``RayExecutor()`` itself imports Ray only when it is made)."""
+    if name == "RayExecutor":
+        from quorum.engine.cluster import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module 'quorum' has no attribute {name!r}")
+
+
 __all__ = [
     "Adaptive",
     "Budget",
@@ -94,6 +105,7 @@ __all__ = [
     "ParallelWorkflowResult",
     "Provider",
     "Quorum",
+    "RayExecutor",
     "Reply",
     "Request",
     "RequestRate",

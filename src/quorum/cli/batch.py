@@ -12,6 +12,11 @@ come from the journal (no call), the others are called. The output is written to
 ``OUTPUT`` holds each line exactly once, whatever the kills (``--ordered``: in input
 order). The journal is ``OUTPUT.journal`` unless ``--journal`` says otherwise.
 
+``--ray`` sends the calls to Ray workers (``--workers N``, ``--concurrency`` calls each;
+``--ray-address`` joins a running cluster, else a local one is started): this process
+still reads the input, answers cache hits, keeps the journal and writes the output
+(``quorum.engine.cluster.remote``), so a killed job resumes the same way.
+
 The first Ctrl-C (or SIGTERM) stops starting lines and lets the calls in flight finish;
 the second cancels them. Either way the journal holds everything that finished, the
 exit status is 130, and the last line says how to resume.
@@ -42,6 +47,7 @@ from quorum.engine.connection import Connection, connect
 from quorum.engine.jobs import Journaled, journaled
 from quorum.engine.outcome import Outcome
 from quorum.llm.registry import default_model, parse_model
+from quorum.llm.types import Reply, Request
 from quorum.store.cache import CacheHit, ResponseCache
 
 Work = tuple[Line, str]  # a line and the model it goes to
@@ -83,6 +89,17 @@ def command(
         float,
         typer.Option("--poll", min=0.01, help="With --batch-api: most seconds between two polls of a batch."),
     ] = 60.0,
+    # --ray: the calls on Ray workers (quorum.engine.cluster)
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Make the calls on Ray workers (needs quorum[ray]).")
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="With --ray: the cluster (host:port); none starts a local one."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="With --ray: worker processes (default 2).")
+    ] = None,
     *,
     settings: Settings,
 ) -> None:
@@ -96,6 +113,8 @@ def command(
             parse_model(settings.model)
         except errors.ConfigError as exc:
             fail(str(exc))
+    if batch_api and (ray or ray_address or workers):
+        fail("--ray runs the calls online on a cluster; it does not go with --batch-api")
     if batch_api:
         from quorum.cli.batch_api import BatchApiJob  # the batch-API path of this command
 
@@ -113,8 +132,26 @@ def command(
         raise typer.Exit(execute(api_job.run, verbose=settings.verbose))
     if fallback_online or deadline is not None:
         fail("--fallback-online and --deadline go with --batch-api")
-    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered)
+    executor = _ray_executor(settings, ray, ray_address, workers)
+    job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered, executor)
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
+
+
+def _ray_executor(settings: Settings, ray: bool, address: str | None, workers: int | None) -> Any:
+    """The ``RayExecutor`` for ``--ray`` (``None`` without); a missing extra or an address
+    nobody answers at is a one-line error before any work."""
+    if not ray:
+        if address is not None or workers is not None:
+            fail("--ray-address and --workers go with --ray")
+        return None
+    from quorum.engine.cluster import RayExecutor  # Ray only when asked for
+
+    try:
+        executor = RayExecutor(address, workers=workers or 2, concurrency=settings.concurrency)
+        executor.check_address()
+    except errors.ConfigError as exc:
+        fail(str(exc))
+    return executor
 
 
 def _journal_path(journal: str | None, output: str) -> Path | None:
@@ -130,10 +167,12 @@ class Models:
     """The model of each line (``--model`` for all, else the line's own, else the default)
     and one connection per model, made on first use."""
 
-    def __init__(self, settings: Settings, cache: ResponseCache | None) -> None:
+    def __init__(self, settings: Settings, cache: ResponseCache | None, executor: Any = None) -> None:
         self.settings = settings
         self.cache = cache
+        self.executor = executor  # --ray: calls made by its workers (RemoteConnection)
         self._connections: dict[str, Connection] = {}
+        self._remote: dict[str, Any] = {}
         self._overridden = False
 
     def choose(self, line: Line) -> str:
@@ -165,9 +204,26 @@ class Models:
             self._connections[model] = made
         return made
 
+    async def complete(self, model: str, request: Request) -> Reply:
+        """``request``'s reply from ``model``: here, or with ``--ray`` from the workers."""
+        if self.executor is None:
+            return await self.get(model).complete(request)
+        remote = self._remote.get(model)
+        if remote is None:
+            from quorum.engine.cluster.remote import RemoteConnection
+
+            remote = self._remote[model] = RemoteConnection(self.executor, self.get(model))
+        reply: Reply = await remote.complete(request)
+        return reply
+
     async def aclose(self) -> None:
-        for connection in self._connections.values():
-            await connection.aclose()
+        for remote in self._remote.values():
+            await remote.aclose()  # closes its connection too
+        for model, connection in self._connections.items():
+            if model not in self._remote:
+                await connection.aclose()
+        if self.executor is not None:
+            self.executor.shutdown()
 
 
 # -- where results go --------------------------------------------------------------------------
@@ -253,6 +309,7 @@ class BatchJob:
         journal: Path | None,
         restart: bool,
         ordered: bool,
+        executor: Any = None,
     ) -> None:
         self.settings = settings
         self.input_path = input_path
@@ -261,7 +318,10 @@ class BatchJob:
         self.restart = restart
         self.ordered = ordered
         self.cache = ResponseCache() if settings.cache else None
-        self.models = Models(settings, self.cache)
+        self.models = Models(settings, self.cache, executor)
+        self.executor = executor
+        self.fatal: errors.ConfigError | None = None  # --ray: no cluster, so no call can be made
+        self._flow: Journaled[Work, Record] | None = None
         self.signals = 0
         self.source_done = False
         self.counts = {"ok": 0, "error": 0}
@@ -278,7 +338,7 @@ class BatchJob:
                 ids=lambda _i, work: work[0].id,
                 fingerprint=lambda work: f"{work[0].fingerprint}|{work[1]}",
                 restart=self.restart,
-                concurrency=self.settings.concurrency,
+                concurrency=self._in_flight(),
                 ordered=self.ordered,
                 budget=self.settings.make_budget(),
             )
@@ -292,9 +352,19 @@ class BatchJob:
                 complete = self.source_done and self.signals == 0 and not _stopped(flow)
                 out.close(complete=complete)
                 await self.models.aclose()
+        if self.fatal is not None:
+            raise self.fatal
         return self._close(flow, out, complete, time.perf_counter() - started)
 
+    def _in_flight(self) -> int:
+        if self.executor is None:
+            return self.settings.concurrency
+        from quorum.engine.cluster.remote import in_flight_for
+
+        return in_flight_for(self.executor)
+
     async def _drive(self, flow: Journaled[Work, Record], out: Output) -> None:
+        self._flow = flow
         with BatchProgress(_count_lines(self.input_path)) as progress, self._signals(flow):
             async with flow:
                 out.open()
@@ -318,7 +388,14 @@ class BatchJob:
         line, model = work
         if line.error is not None or line.request is None:
             raise InvalidLine(line.error or f"line {line.number} has no request")
-        reply = await self.models.get(model).complete(line.request)
+        try:
+            reply = await self.models.complete(model, line.request)
+        except errors.ConfigError as exc:
+            if self.executor is not None and self.fatal is None and _cluster_down(exc):
+                self.fatal = exc  # every line would fail the same way: stop, say it once
+                if self._flow is not None:
+                    self._flow.stop()
+            raise
         return {
             "custom_id": line.id,
             "status": "ok",
@@ -416,6 +493,12 @@ class BatchJob:
             "cache_saved": round(counts.saved, 6) if counts else 0.0,
             "wall_s": round(wall_s, 3),
         }
+
+
+def _cluster_down(exc: BaseException) -> bool:
+    from quorum.engine.cluster.remote import ClusterUnavailable
+
+    return isinstance(exc, ClusterUnavailable)
 
 
 def _error_record(outcome: Outcome[Record]) -> Record:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from quorum import errors
 from quorum.engine import checks, context
@@ -43,6 +43,9 @@ from quorum.llm.secrets import redact
 from quorum.llm.types import Reply, Request
 from quorum.store.cache import ResponseCache, open_cache  # store: the response cache
 
+if TYPE_CHECKING:
+    from quorum.engine.cluster.spec import ConnectionSpec
+
 log = logging.getLogger("quorum.calls")
 
 
@@ -66,6 +69,9 @@ class Connection:
         self.timeout = checks.seconds("timeout", timeout)
         self.clock = clock
         self._watch: CallWatch | None = None
+        # cluster: how a worker builds this same connection (set by ``connect``; ``None``
+        # when it cannot be described: a provider object, custom limits, another clock)
+        self.spec: ConnectionSpec | None = None
 
     @property
     def name(self) -> str:
@@ -280,9 +286,16 @@ def connect(
         model, why = default_model()
         log.info("no model given: using %s (%s)", model, why)
     provider = resolve(model, **provider_options) if isinstance(model, str) else model
-    return Connection(
+    made = Connection(
         provider, limits=chosen, retry=retry, timeout=timeout, clock=clock, cache=open_cache(cache)
     )
+    if isinstance(model, str) and not limits and clock is SYSTEM_CLOCK:  # cluster: describable
+        from quorum.engine.cluster.spec import ConnectionSpec  # cluster: not needed before
+
+        made.spec = ConnectionSpec(
+            model, provider_options, rpm, itpm, otpm, tpm, concurrency, timeout, retry, max_pause=max_pause
+        )
+    return made
 
 
 def _log_request(conn: Connection, request: Request) -> None:

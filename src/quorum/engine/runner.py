@@ -58,6 +58,7 @@ async def run(
     clock: Clock = SYSTEM_CLOCK,
     label: str = "",
     journal: str | Path | None = None,
+    executor: Any = None,
 ) -> RunResult[R]:
     """Run ``fn`` over every item; every outcome in input order, and the summary.
 
@@ -70,7 +71,20 @@ async def run(
     ``RunFailed`` subclass when the policy gives up; its ``result`` holds every outcome.
     ``journal``: a file recording each outcome as it lands; running again resumes, calling
     only the items not yet done (values must be JSON; see ``quorum.engine.jobs``).
+    ``executor``: a ``quorum.RayExecutor``; ``fn`` must then be ``llm.complete`` of a
+    ``quorum.connect`` connection, whose calls its workers make while this process keeps
+    the journal and the cache (``quorum.engine.cluster.remote``).
     """
+    if executor is not None:
+        from quorum.engine.cluster.remote import run_on  # Ray only when a cluster is asked for
+
+        options = dict(
+            concurrency=concurrency, policy=policy, retry=retry, timeout=timeout, deadline=deadline,
+            budget=budget, on_event=on_event, clock=clock, label=label,
+            **({"ids": ids} if ids is not None else {}),
+        )  # fmt: skip
+        remote: RunResult[Any] = await run_on(executor, fn, items, journal=journal, options=options)  # type: ignore[arg-type]
+        return remote
     if journal is not None:
         from quorum.engine.jobs import run_journaled  # the journal is built on this module
 

@@ -32,7 +32,10 @@ class Settings:
     ``timeout`` seconds per task (its calls and their retries included), ``deadline``
     seconds for the whole run, a ``budget``, and where events go (``on_event``).
 
-    Room for what durable jobs and scale-out add next: journal, cache, executor."""
+    Not here: the journal and the cache belong to one job (``run(journal=...)``,
+    ``connect(cache=...)``), and so does an executor (``run(executor=...)``): settings
+    reach every nested run, and a workflow's own runs (a vote's voters) are not calls a
+    cluster can take one by one."""
 
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float | None = None

@@ -108,6 +108,12 @@ class RayExecutor:
         spec = llm if isinstance(llm, ConnectionSpec) else ConnectionSpec(llm)
         return ClusterStream(self, items, spec, fn, ids, timeout)
 
+    def check_address(self) -> None:
+        """Fail fast, in one line, when nobody answers at ``address`` (a local cluster
+        needs no check): before a job starts, rather than at its first call."""
+        if self.address not in (None, "auto", "local"):
+            runtime.probe(self.address)
+
     def limiter_stats(self, llm: ConnectionSpec) -> dict[str, Any]:
         """The account limiter's totals (leases, capacity granted and returned...)."""
         ray = runtime.import_ray()
@@ -206,9 +212,13 @@ class ClusterStream:
         self._window = 2 * executor.concurrency
         self._slots = [_Slot(n) for n in range(executor.workers)]
         self._again: deque[tuple[int, str, Any]] = deque()
+        # Items read ahead of the workers: a fill takes what is here without waiting once
+        # its worker holds something, so a source that waits (the driver's own tasks) never
+        # holds back a batch that is ready to go.
+        self._ahead: asyncio.Queue[tuple[int, str, Any] | _End] = asyncio.Queue(maxsize=self._window)
+        self._reader: asyncio.Task[None] | None = None
         self._pulled = 0
         self._exhausted = False
-        self._source_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._out: asyncio.Queue[Outcome[Any] | None] = asyncio.Queue(maxsize=executor.workers * self._window)
         self._names = itertools.count()
@@ -259,6 +269,7 @@ class ClusterStream:
         except BaseException:
             await self.aclose()
             raise
+        self._reader = asyncio.create_task(self._read_ahead())
         self._pumps = [asyncio.create_task(self._pump(slot)) for slot in self._slots]
         self._supervisor = asyncio.create_task(self._supervise())
 
@@ -289,7 +300,10 @@ class ClusterStream:
             pump.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
-        await asyncio.gather(*self._pumps, *(t for t in [self._supervisor] if t), return_exceptions=True)
+        if self._reader is not None:
+            self._reader.cancel()
+        others = [t for t in (self._supervisor, self._reader) if t is not None]
+        await asyncio.gather(*self._pumps, *others, return_exceptions=True)
         handles = [slot.handle for slot in self._slots if slot.handle is not None]
         if handles and self._all_done():
             # Done: each worker returns its lease. Left early: the calls in flight are
@@ -330,10 +344,16 @@ class ClusterStream:
             self._changed.set()
 
     async def _fill(self, slot: _Slot) -> list[tuple[int, Any]]:
-        """Items for ``slot`` up to its window, marked as held by it."""
+        """Items for ``slot`` up to its window, marked as held by it: it waits for an item
+        only while the worker holds none, then takes what is read ahead already."""
         batch: list[tuple[int, Any]] = []
+        yielded = False
         while len(slot.held) < self._window:
-            nxt = await self._next_item()
+            nxt = await self._next_item(wait=not slot.held)
+            if nxt is None and not yielded and not self._exhausted:
+                yielded = True
+                await asyncio.sleep(0)  # let the reader top up once, then send what there is
+                continue
             if nxt is None:
                 break
             index, task_id, item = nxt
@@ -341,21 +361,34 @@ class ClusterStream:
             batch.append((index, item))
         return batch
 
-    async def _next_item(self) -> tuple[int, str, Any] | None:
+    async def _next_item(self, *, wait: bool) -> tuple[int, str, Any] | None:
         if self._again:
             return self._again.popleft()
-        async with self._source_lock:
-            if self._exhausted:
-                return None
-            try:
-                item = await anext(self._items)
-            except StopAsyncIteration:
-                self._exhausted = True
-                self._changed.set()
-                return None
-            index = self._pulled
-            self._pulled += 1
-            return index, self._ids(index, item), item
+        if self._exhausted:
+            return None
+        if not wait and self._ahead.empty():
+            return None
+        nxt = await self._ahead.get()
+        if isinstance(nxt, _End):
+            self._ahead.put_nowait(nxt)  # the end stays for every other pump
+            self._exhausted = True
+            self._changed.set()
+            if nxt.error is not None:
+                raise nxt.error
+            return None
+        return nxt
+
+    async def _read_ahead(self) -> None:
+        """Pull the items (lazily: at most a window ahead) and name them."""
+        try:
+            async for item in self._items:
+                index = self._pulled
+                self._pulled += 1
+                await self._ahead.put((index, self._ids(index, item), item))
+        except Exception as exc:  # the source failed: the run ends with its error
+            await self._ahead.put(_End(exc))
+        else:
+            await self._ahead.put(_End(None))
 
     def _all_done(self) -> bool:
         return self._exhausted and not self._again and not any(s.held for s in self._slots)
@@ -384,6 +417,13 @@ class ClusterStream:
         self._launch(slot)
         await self._greet(slot)
         self.stats.replaced_workers += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """No more items (and why, when the source failed)."""
+
+    error: BaseException | None
 
 
 def _share(per_second: int, seconds: float) -> int:

@@ -18,6 +18,7 @@ from quorum.engine.clock import SYSTEM_CLOCK, Clock
 from quorum.engine.connection import Connection
 from quorum.engine.cost import Cost
 from quorum.engine.limits import (
+    MAX_PAUSE_S,
     Concurrency,
     InputTokenRate,
     Limit,
@@ -44,7 +45,9 @@ class ConnectionSpec:
     ``"anthropic/claude-sonnet-5-5"``), provider ``options`` (``base_url``...; prefer the
     provider's environment variables for keys, set in the cluster's runtime environment),
     the account's ``rpm``/``itpm``/``otpm``/``tpm`` (shared by the whole cluster),
-    ``concurrency`` (calls in flight per worker), ``timeout`` per call and ``retry``.
+    ``concurrency`` (calls in flight per worker), ``timeout`` per call, ``retry`` and
+    ``max_pause`` (the longest pause rate-limit headers may impose). ``quorum.connect``
+    records one on the connection it makes (``Connection.spec``).
 
     ``account`` names the limiter: drivers that name the same account share one limiter
     (and so one set of limits) while it runs, with the limits of the spec that started it;
@@ -60,6 +63,7 @@ class ConnectionSpec:
     timeout: float | None = 300.0
     retry: Retry | None = None
     account: str | None = None
+    max_pause: float = MAX_PAUSE_S
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -86,7 +90,7 @@ class ConnectionSpec:
     def rates(self, clock: Clock = SYSTEM_CLOCK, *, burst_s: float = 0.5) -> list[Rate]:
         """The account's rate limits (the limiter actor holds these)."""
         return [
-            kind(getattr(self, name), burst_s=burst_s, clock=clock)
+            kind(getattr(self, name), burst_s=burst_s, max_pause=self.max_pause, clock=clock)
             for name, kind in _RATES
             if getattr(self, name) is not None
         ]
