@@ -43,6 +43,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from quorum import errors
 from quorum.cli._batch_lines import Line, read_line
 from quorum.cli.common import Settings, execute, fail, stderr, with_settings
+from quorum.cli.ray_options import (
+    RayAddressOpt,
+    RayOpt,
+    WorkersOpt,
+    cluster_down,
+    items_in_flight,
+    ray_executor,
+)
 from quorum.engine.connection import Connection, connect
 from quorum.engine.jobs import Journaled, journaled
 from quorum.engine.outcome import Outcome
@@ -89,17 +97,10 @@ def command(
         float,
         typer.Option("--poll", min=0.01, help="With --batch-api: most seconds between two polls of a batch."),
     ] = 60.0,
-    # --ray: the calls on Ray workers (quorum.engine.cluster)
-    ray: Annotated[
-        bool, typer.Option("--ray", help="Make the calls on Ray workers (needs quorum[ray]).")
-    ] = False,
-    ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="With --ray: the cluster (host:port); none starts a local one."),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="With --ray: worker processes (default 2).")
-    ] = None,
+    # --ray: the calls on Ray workers (quorum.cli.ray_options)
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     *,
     settings: Settings,
 ) -> None:
@@ -113,8 +114,7 @@ def command(
             parse_model(settings.model)
         except errors.ConfigError as exc:
             fail(str(exc))
-    if batch_api and (ray or ray_address or workers):
-        fail("--ray runs the calls online on a cluster; it does not go with --batch-api")
+    executor = ray_executor(settings, ray, ray_address, workers, batch_api=batch_api)
     if batch_api:
         from quorum.cli.batch_api import BatchApiJob  # the batch-API path of this command
 
@@ -132,26 +132,8 @@ def command(
         raise typer.Exit(execute(api_job.run, verbose=settings.verbose))
     if fallback_online or deadline is not None:
         fail("--fallback-online and --deadline go with --batch-api")
-    executor = _ray_executor(settings, ray, ray_address, workers)
     job = BatchJob(settings, input_path, output, _journal_path(journal, output), restart, ordered, executor)
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
-
-
-def _ray_executor(settings: Settings, ray: bool, address: str | None, workers: int | None) -> Any:
-    """The ``RayExecutor`` for ``--ray`` (``None`` without); a missing extra or an address
-    nobody answers at is a one-line error before any work."""
-    if not ray:
-        if address is not None or workers is not None:
-            fail("--ray-address and --workers go with --ray")
-        return None
-    from quorum.engine.cluster import RayExecutor  # Ray only when asked for
-
-    try:
-        executor = RayExecutor(address, workers=workers or 2, concurrency=settings.concurrency)
-        executor.check_address()
-    except errors.ConfigError as exc:
-        fail(str(exc))
-    return executor
 
 
 def _journal_path(journal: str | None, output: str) -> Path | None:
@@ -359,9 +341,7 @@ class BatchJob:
     def _in_flight(self) -> int:
         if self.executor is None:
             return self.settings.concurrency
-        from quorum.engine.cluster.remote import in_flight_for
-
-        return in_flight_for(self.executor)
+        return items_in_flight(self.executor, calls_per_item=1)
 
     async def _drive(self, flow: Journaled[Work, Record], out: Output) -> None:
         self._flow = flow
@@ -391,7 +371,7 @@ class BatchJob:
         try:
             reply = await self.models.complete(model, line.request)
         except errors.ConfigError as exc:
-            if self.executor is not None and self.fatal is None and _cluster_down(exc):
+            if self.executor is not None and self.fatal is None and cluster_down(exc):
                 self.fatal = exc  # every line would fail the same way: stop, say it once
                 if self._flow is not None:
                     self._flow.stop()
@@ -493,12 +473,6 @@ class BatchJob:
             "cache_saved": round(counts.saved, 6) if counts else 0.0,
             "wall_s": round(wall_s, 3),
         }
-
-
-def _cluster_down(exc: BaseException) -> bool:
-    from quorum.engine.cluster.remote import ClusterUnavailable
-
-    return isinstance(exc, ClusterUnavailable)
 
 
 def _error_record(outcome: Outcome[Record]) -> Record:

@@ -16,6 +16,10 @@ With ``--batch-api`` every reviewer's call about every function goes out first a
 provider batches (half the price, answers within 24 hours; ``quorum.cli.batch_api``),
 journaled in ``--journal`` beside the reviews, and the functions are reviewed and scored
 from the answers once the batches end.
+
+With ``--ray`` the reviewers' calls are made by Ray workers (``--workers N``,
+``--ray-address``; ``quorum.cli.ray_options``); the reviews, the journal and the scores
+stay in this process.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from quorum.cli.common import (
     warn,
     with_settings,
 )
+from quorum.cli.ray_options import RayAddressOpt, RayOpt, WorkersOpt, calls_on, items_in_flight, ray_executor
 from quorum.engine.batches import BatchReport, Record
 from quorum.engine.connection import Connection
 
@@ -126,6 +131,9 @@ def review(
     fallback_online: FallbackOnlineOpt = False,
     deadline: DeadlineOpt = None,
     poll: PollOpt = 60.0,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     *,
     settings: Settings,
 ) -> None:
@@ -138,14 +146,14 @@ def review(
     extra: dict[str, object] = {}  # the batch figures, for --json
     levels = _thresholds(thresholds)
     check_output(out)
+    executor = ray_executor(settings, ray, ray_address, workers, batch_api=batch_api)
 
     async def work() -> Evaluation:
         cases = load_cases(data, limit=limit, sample=sample, seed=seed)
         families = load_families(data)
         feed = Feed("eval", group=lambda event: event.run or "eval")
         spec = int(reviewers) if reviewers and reviewers.isdigit() else reviewers
-        llm = settings.connect()
-        try:
+        async with calls_on(executor, settings.connect()) as llm:
             with feed, settings.in_force() as run:
                 # --timeout is the connection's, per call attempt; the review's tasks get
                 # none of their own, so a refused connection is reported as refused.
@@ -163,18 +171,20 @@ def review(
                     if report.detached:
                         raise typer.Exit(Exit.INTERRUPTED)  # the same command resumes
                 # One review per function at a time per worker; the connection caps the calls.
+                # With --ray, functions enough that their reviewers' calls fill every worker.
+                in_flight = run.concurrency
+                if executor is not None:
+                    in_flight = items_in_flight(executor, len(system.selection.llm))
                 result = await evaluate(
                     cases,
                     system,
                     families,
                     thresholds=levels,
-                    concurrency=run.concurrency,
+                    concurrency=in_flight,
                     journal=journal,
                     restart=restart,
                     answers=results,
                 )
-        finally:
-            await llm.aclose()
         feed.close(result.summary)
         return result
 

@@ -7,7 +7,9 @@ written to stdout as JSON lines as their votes finish (``--ordered``: in input o
 ``--json`` writes one JSON document at the end instead. With ``--batch-api`` every
 moderator's vote on every text goes out first as provider batches (half the price,
 answers within 24 hours; ``quorum.cli.batch_api``), and the verdicts are written once the
-batches have answered. Every text gets a verdict: a
+batches have answered. With ``--ray`` the moderators' calls are made by Ray workers
+(``--workers N``, ``--ray-address``; ``quorum.cli.ray_options``) while the votes, the
+journal and the verdicts stay in this process. Every text gets a verdict: a
 line that cannot be read gets an error verdict naming its line (and a line on stderr)
 while the other lines are still judged; texts left when the run stops early
 (``--budget``) get a ``skipped`` verdict each; blank lines are counted. Exit status: 0
@@ -24,7 +26,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TextIO
 
 import typer
 from rich.markup import escape
@@ -73,6 +75,7 @@ from quorum.cli.common import (
     stderr,
     with_settings,
 )
+from quorum.cli.ray_options import RayAddressOpt, RayOpt, WorkersOpt, calls_on, items_in_flight, ray_executor
 from quorum.engine.batch_calls import Record
 from quorum.engine.batches import BatchReport
 from quorum.engine.connection import Connection
@@ -81,6 +84,9 @@ from quorum.engine.outcome import Summary
 from quorum.patterns.adaptive import Adaptive
 from quorum.patterns.voting import Voter
 from quorum.store.journal import Journal
+
+if TYPE_CHECKING:
+    from quorum.engine.cluster import RayExecutor
 
 Parse = Callable[[str, int], Item | None]
 Items = Iterable[Item] | AsyncIterator[Item]
@@ -140,6 +146,9 @@ def command(
     fallback_online: FallbackOnlineOpt = False,
     deadline: DeadlineOpt = None,
     poll: PollOpt = 60.0,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     *,
     settings: Settings,
 ) -> None:
@@ -151,6 +160,7 @@ def command(
         fail(NO_ADAPTIVE_BATCHES)
     check_output(out)
     source = choose_source(texts or [], input_file)
+    executor = ray_executor(settings, ray, ray_address, workers, batch_api=batch_api)
     job = Job(
         settings=settings,
         source=source,
@@ -163,6 +173,7 @@ def command(
         journal=journal,
         restart=restart,
         batch=batch,
+        executor=executor,
     )
     raise typer.Exit(execute(job.run, verbose=settings.verbose))
 
@@ -285,13 +296,14 @@ class Job:
     batch: BatchMode | None = None  # --batch-api
     answers: Mapping[str, Record] | None = None  # the batch results the votes are counted from
     batch_report: BatchReport | None = None
+    executor: RayExecutor | None = None  # --ray: the votes cast on Ray workers
 
     async def run(self) -> int:
         """Moderate every text, writing verdicts as they come; the exit code."""
         feed = Feed("moderate", group=lambda e: last_label(e) or "texts", is_call=_is_vote)
         texts: Items = self.source.items(self.blank)
         with output(self.out) as stream:
-            async with self.settings.connect() as llm:
+            async with calls_on(self.executor, self.settings.connect()) as llm:
                 if self.batch is not None:
                     texts = [item async for item in Pulled(texts)]  # a batch needs them all first
                     if await self._batches(llm, texts, self.batch):
@@ -364,7 +376,12 @@ class Job:
             journal=self.journal,
             restart=self.restart,
             answers=self.answers,
+            concurrency=self._texts_in_flight(),
         )
+
+    def _texts_in_flight(self) -> int | None:
+        """With --ray, texts enough that their votes fill every worker; else the default."""
+        return None if self.executor is None else items_in_flight(self.executor, self.voters)
 
     def _write(self, verdict: Verdict, stream: TextIO) -> None:
         self.statuses[verdict.status] += 1
