@@ -98,7 +98,12 @@ async def calls_on(executor: RayExecutor | None, llm: Connection) -> AsyncIterat
                     main.cancel()  # every other call would fail the same way
                 raise
 
-    remote = Watched(executor, llm)
+    try:
+        remote = Watched(executor, llm)
+    except BaseException:  # a connection the workers cannot be told how to build
+        await llm.aclose()
+        executor.shutdown()
+        raise
     try:
         yield remote
     except asyncio.CancelledError:
