@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from quorum.apps.review.model import CodeReviewResult
+from quorum.apps.review.reference import ADVISORY_NOTE
 
 _WIDE = "=" * 60
 _NARROW = "-" * 40
@@ -23,6 +24,8 @@ def format_review_report(result: CodeReviewResult) -> str:
     """Format the review result as a readable report."""
     lines = [_WIDE, "SECURITY CODE REVIEW REPORT", _WIDE, ""]
     lines += _overall(result)
+    if result.advisory:
+        lines += [ADVISORY_NOTE, ""]
     lines += _assessments(result)
     lines += _failed_calls(result)
     lines += _confirmed(result.confirmed_vulnerabilities)
