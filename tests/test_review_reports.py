@@ -272,7 +272,7 @@ def test_json_round_trips_with_the_documented_fields() -> None:
     data = json.loads(dumps(sample_result()))
     assert data == to_json(sample_result())
     assert (data["schema"], data["schema_version"]) == ("quorum.review", 2)
-    assert data["risk"] == {"consensus": "critical", "confidence": 0.75}
+    assert data["risk"] == {"consensus": "critical", "confidence": 0.75, "from_reviewers": "critical"}
     summary = data["summary"]
     assert summary["tasks"] == 10
     assert summary["counts"] == {"error": 1, "ok": 8, "timeout": 1}

@@ -303,6 +303,7 @@ def _parse_rule(base: Path, line: str) -> _Rule | None:
 # -- what a diff changed ----------------------------------------------------------------
 
 LineRanges = dict[str, list[tuple[int, int]]]
+WHOLE_FILE = 2**31 - 1  # a last line past the end of any file
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 
 
@@ -310,6 +311,8 @@ def changed_lines(rev: str, paths: Sequence[str | Path], *, context: int = 3) ->
     """What ``git diff --unified=context REV -- paths`` changed: for each changed file,
     keyed by its resolved absolute path (``SourceFile.key``), the new-file line ranges
     of its hunks, context lines included. Deleted files have no new lines and no entry.
+    New files git does not track yet (not ignored) are wholly changed: ``git diff`` does
+    not show them, and they are the newest code of all.
 
     Raises ``ConfigError`` outside a git work tree or when git refuses the revision."""
     if not rev or rev.startswith("-"):
@@ -324,7 +327,12 @@ def changed_lines(rev: str, paths: Sequence[str | Path], *, context: int = 3) ->
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no message"])[0]
         raise ConfigError(f"git diff {rev} failed: {said}")
-    return parse_diff(done.stdout, root)
+    ranges = parse_diff(done.stdout, root)
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard", "--full-name", "--", *specs)
+    for relative in (untracked or "").split("\0"):
+        if relative:
+            ranges[str((root / relative).resolve())] = [(1, WHOLE_FILE)]
+    return ranges
 
 
 def parse_diff(text: str, root: Path) -> LineRanges:

@@ -64,6 +64,7 @@ from quorum.apps.review.model import (
     Unit,
     UnitReview,
 )
+from quorum.apps.review.reference import cwe_uri, reference
 from quorum.apps.review.taxonomy import CWE_OF, Category
 from quorum.engine.outcome import Summary
 from quorum.llm.types import Usage
@@ -238,7 +239,12 @@ def to_json(result: CodeReviewResult) -> dict[str, Any]:
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "model": result.model,
-        "risk": {"consensus": result.risk_consensus, "confidence": _number(result.confidence, 4)},
+        "advisory": result.advisory,
+        "risk": {
+            "consensus": result.risk_consensus,
+            "confidence": _number(result.confidence, 4),
+            "from_reviewers": result.risk_from_reviewers or result.risk_consensus,
+        },
         "execution_time_s": _seconds(result.execution_time),
         "confirmation_threshold": result.confirmation_threshold,
         "reviewers": reviewer_names(result),
@@ -306,11 +312,22 @@ def _group(group: FindingGroup, gid: str, result: CodeReviewResult) -> dict[str,
         "location": group.location,
         "reporters": group.reporters,
         "vote_count": group.vote_count,
+        "confirmed_by_rule": group.confirmed_by_rule or None,
         "descriptions": [f.description for f in group.findings],
         "recommendations": [f.recommendation for f in group.findings if f.recommendation],
         "findings": [_finding(f) for f in group.findings],
         "excerpt": None if found is None else _excerpt(found),
+        "reference": _reference(group) if result.advisory else None,
     }
+
+
+def _reference(group: FindingGroup) -> dict[str, Any] | None:
+    """The category's reference text, for a group only the model reported."""
+    if any(f.source != "llm" for f in group.findings):
+        return None
+    text = reference(group.category)
+    cwe = group_cwe(group)
+    return {"what": text.what, "why": text.why, "fix": text.fix, "cwe_uri": cwe_uri(cwe) if cwe else None}
 
 
 def _finding(finding: Finding) -> dict[str, Any]:
