@@ -71,6 +71,7 @@ async def test_a_model_that_cannot_write_prose_is_shown_as_advisory_with_referen
     assert ADVISORY_NOTE in format_review_report(result)
     assert "advisory" in to_markdown(result).lower()
     assert '<section id="advisory">' in to_html(result)
+    assert '<span class="tag advisory">advisory</span>' in to_html(result)
     assert to_json(result)["advisory"] is True
     sarif = to_sarif(result, tool_version="0")["runs"][0]
     assert sarif["properties"]["advisory"] is True

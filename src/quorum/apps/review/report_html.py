@@ -214,7 +214,7 @@ def _finding(result: CodeReviewResult, item: _Numbered) -> str:
         f'<h4><span class="sev sev-{escape(severity)}">{escape(severity)}</span> '
         f"{item.number}. {escape(category_title(group.category))}"
         + (f' <span class="tag">CWE-{cwe}</span>' if cwe is not None else "")
-        + f' <span class="tag">{kind}</span></h4>'
+        + f' <span class="tag">{kind}</span>{_advisory_tag(result, group)}</h4>'
         f"<p><code>{escape(group.location)}</code> · {group.vote_count} of "
         f"{len(reviewer_names(result))} reviewers: {escape(reporters)}"
         + (f" · confirmed by rule: {escape(group.confirmed_by_rule)}" if group.confirmed_by_rule else "")
@@ -224,6 +224,13 @@ def _finding(result: CodeReviewResult, item: _Numbered) -> str:
         f'<article class="finding {kind}" id="finding-{item.number}" data-group-id="{escape(item.gid)}">'
         f"{header}{_descriptions(group)}{_excerpt_html(result, group)}</article>"
     )
+
+
+def _advisory_tag(result: CodeReviewResult, group: FindingGroup) -> str:
+    """Findings only the model made, when its prose is not shown, are advisory."""
+    if result.advisory and all(f.source == "llm" for f in group.findings):
+        return ' <span class="tag advisory">advisory</span>'
+    return ""
 
 
 def _descriptions(group: FindingGroup) -> str:
