@@ -96,8 +96,11 @@ def test_a_review_of_nothing_exits_2_in_every_format_whatever_fail_on_says(
         assert all(s["reason"] == reason and s["unreadable"] for s in document["skipped"])
     elif style == "text":
         assert "SKIPPED FILES" in result.stdout
+        assert "NOTHING WAS REVIEWED" in result.stdout
+        assert "No confirmed vulnerabilities" not in result.stdout
     else:
         assert "## Skipped files" in result.stdout
+        assert "## Nothing was reviewed" in result.stdout
     run = json.loads(sarif.read_text(encoding="utf-8"))["runs"][0]
     (invocation,) = run["invocations"]
     assert invocation["executionSuccessful"] is False
@@ -106,6 +109,7 @@ def test_a_review_of_nothing_exits_2_in_every_format_whatever_fail_on_says(
     assert all(n["level"] == "warning" and reason in n["message"]["text"] for n in notes)
     html = page.read_text(encoding="utf-8")
     assert '<section id="skipped">' in html
+    assert "Nothing was reviewed" in html
     assert reason in html
 
 

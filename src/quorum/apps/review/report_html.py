@@ -190,7 +190,12 @@ def _findings(result: CodeReviewResult, numbered: list[_Numbered]) -> str:
         '<p><label><input type="checkbox" id="only-confirmed"> Show confirmed findings only</label></p>',
         f'<h3 class="confirmed-heading">Confirmed ({len(confirmed)})</h3>',
     ]
-    if not confirmed:
+    if result.nothing_reviewed and result.skipped:
+        parts.append(
+            '<p class="note"><strong>Nothing was reviewed</strong>: every file was skipped '
+            '(see <a href="#skipped">Skipped files</a>). This is not a pass.</p>'
+        )
+    elif not confirmed:
         parts.append('<p class="note">No finding reached the confirmation threshold.</p>')
     parts += [_finding(result, n) for n in confirmed]
     if potential:

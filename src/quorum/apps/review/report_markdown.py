@@ -104,6 +104,8 @@ def _time_line(result: CodeReviewResult) -> str:
 
 def _confirmed(result: CodeReviewResult) -> str:
     groups = result.confirmed
+    if result.nothing_reviewed and result.skipped:
+        return "## Nothing was reviewed\n\nEvery file was skipped (see below): this is not a pass."
     if not groups:
         return "## Confirmed findings (0)\n\nNo finding reached the confirmation threshold."
     total = len(reviewer_names(result))

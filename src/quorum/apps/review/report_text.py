@@ -18,6 +18,7 @@ from quorum.apps.review.reference import ADVISORY_NOTE
 _WIDE = "=" * 60
 _NARROW = "-" * 40
 _CLIP = 200  # the chapter's limit on a description or a fix in this report
+NOTHING_REVIEWED = "NOTHING WAS REVIEWED: every file was skipped (see SKIPPED FILES); this is not a pass"
 
 
 def format_review_report(result: CodeReviewResult) -> str:
@@ -28,7 +29,10 @@ def format_review_report(result: CodeReviewResult) -> str:
         lines += [ADVISORY_NOTE, ""]
     lines += _assessments(result)
     lines += _failed_calls(result)
-    lines += _confirmed(result.confirmed_vulnerabilities)
+    if result.nothing_reviewed and result.skipped:
+        lines += [_NARROW, NOTHING_REVIEWED, ""]
+    else:
+        lines += _confirmed(result.confirmed_vulnerabilities)
     lines += _potential(result.confirmed_vulnerabilities)
     lines += _skipped(result)
     if result.summary.total:
