@@ -129,6 +129,7 @@ def test_one_unreadable_file_among_others_exits_1_and_says_so(cli: CliRunner, tm
     result = review(cli, str(tmp_path), "--reviewers", "1")
     assert result.exit_code == 1, result.output
     assert "1 file could not be read (1 not UTF-8)" in result.stderr
+    assert "files: 1 reviewed, 1 skipped (1 not UTF-8)" in result.stderr
     assert "latin.py: not UTF-8 (first bad byte on line 2" in result.stdout
 
 

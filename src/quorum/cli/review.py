@@ -211,6 +211,7 @@ def _threshold(confirm: int | None, system: CodeReviewSystem) -> int:
 
 def _verdict(result: CodeReviewResult, fail_on: str | None) -> int:
     """The exit status (see the module docs), with its reason on stderr."""
+    stderr.print(f"[dim]files: {escape(_files_line(result))}[/dim]", markup=True, highlight=False)
     if result.nothing_reviewed:
         fail(_nothing_reviewed(result), code=EXIT_NOTHING_DONE)
     failures = _failures_line(result)
@@ -221,6 +222,14 @@ def _verdict(result: CodeReviewResult, fail_on: str | None) -> int:
         stderr.print(f"[red]--fail-on {fail_on}:[/red] {escape(tripped)}", markup=True, highlight=False)
         return EXIT_FAIL_ON
     return EXIT_FAILED if failures else 0
+
+
+def _files_line(result: CodeReviewResult) -> str:
+    """``3 reviewed, 2 skipped (1 too large, 1 vendored)``: the closing count of files."""
+    line = f"{len(result.files)} reviewed"
+    if result.skipped:
+        line += f", {len(result.skipped)} skipped ({format_counts(result.skipped_counts())})"
+    return line
 
 
 def _nothing_reviewed(result: CodeReviewResult) -> str:
