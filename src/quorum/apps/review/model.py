@@ -218,7 +218,8 @@ class CodeReviewResult:
     # carry the category's reference text, and every report labels them advisory.
     advisory: bool = False
     # The reviewers' own consensus, when ``risk_consensus`` was raised to the most severe
-    # confirmed finding (the headline never reads lower than a confirmed finding).
+    # confirmed finding (the headline never reads lower than a confirmed finding); "" when
+    # it was not raised, or when no reviewer gave a risk (static voters only, failed calls).
     risk_from_reviewers: str = ""
 
     @property

@@ -222,7 +222,7 @@ class CodeReviewSystem:
             confirmed_vulnerabilities=[g.as_chapter_dict() for g in groups],
             risk_consensus=risk,
             confidence=confidence,
-            risk_from_reviewers=consensus if risk != consensus else "",
+            risk_from_reviewers=consensus if risk != consensus and risk_rank(consensus) >= 0 else "",
             advisory=bool(self.selection.llm) and not self.llm.capabilities.writes_prose,
             execution_time=elapsed,
             groups=groups,
