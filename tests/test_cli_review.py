@@ -100,19 +100,23 @@ def test_json_sarif_and_html_outputs(cli: CliRunner, tmp_path: Path) -> None:
         assert anchor in page
 
 
-@pytest.mark.parametrize(("level", "code"), [("critical", 1), ("high", 1), ("low", 1), (None, 0)])
+@pytest.mark.parametrize(("level", "code"), [("critical", 3), ("high", 3), ("low", 3), (None, 0)])
 def test_fail_on_sets_the_exit_code_from_confirmed_findings(
     cli: CliRunner, level: str | None, code: int
 ) -> None:
     extra = ["--fail-on", level] if level else []
-    assert review(cli, str(EXAMPLE), *extra).exit_code == code
+    result = review(cli, str(EXAMPLE), *extra)
+    assert result.exit_code == code
+    if level:  # the finding that tripped the gate is named
+        assert f"--fail-on {level}: critical sql_injection (CWE-89) at " in result.stderr
+        assert "vulnerable_login.py:22, confirmed by 2 reviewers" in result.stderr
 
 
 def test_fail_on_ignores_potential_issues(cli: CliRunner, tmp_path: Path) -> None:
     # Only the crypto reviewer flags reset_password: a potential issue never fails a gate.
     target = tmp_path / "reset.py"
     target.write_text(EXAMPLE.read_text(encoding="utf-8").split("def render_profile")[0], encoding="utf-8")
-    result = review(cli, str(target), "--reviewers", "crypto_specialist", "--fail-on", "low")
+    result = review(cli, str(target), "--reviewers", "crypto_specialist,auth_specialist", "--fail-on", "low")
     assert result.exit_code == 0, result.output
     assert "POTENTIAL ISSUES" in result.stdout
 

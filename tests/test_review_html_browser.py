@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from quorum.apps.review.model import Skipped
 from quorum.apps.review.report_html import to_html
 from test_review_reports import REVIEWERS, sample_result
 
@@ -36,11 +37,15 @@ FLAGS = (
 @pytest.fixture(scope="module")
 def dom(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The DOM Chromium built from the sample report (rendered once for the module)."""
+    return _render(tmp_path_factory, to_html(sample_result()))
+
+
+def _render(tmp_path_factory: pytest.TempPathFactory, html: str) -> str:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed; .ci/install-chromium installs it")
     tmp = tmp_path_factory.mktemp("browser")
     page = tmp / "report.html"
-    page.write_text(to_html(sample_result()), encoding="utf-8")
+    page.write_text(html, encoding="utf-8")
     command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", "--dump-dom", page.as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -90,3 +95,34 @@ def test_script_in_reviewed_code_did_not_run(dom: str) -> None:
     # No script element exists at all: the code reached the DOM as text, escaped.
     assert "<script" not in dom.lower()
     assert "&lt;script&gt;document.title = 'pwned'&lt;/script&gt;" in dom
+
+
+def test_rendered_page_lists_skipped_files_unreadable_first(tmp_path_factory: pytest.TempPathFactory) -> None:
+    result = sample_result()
+    result.skipped = [
+        Skipped("vendor/jquery.js", "vendored"),
+        Skipped(
+            "data/big.py",
+            "too large",
+            "10,485,760 bytes, over the limit of 1,000,000; raise it with --max-file-size",
+        ),
+        Skipped(
+            "<img src=x onerror=alert(1)>.py",
+            "not UTF-8",
+            "first bad byte on line 2; convert the file to UTF-8",
+        ),
+    ]
+    skipped = _section(_render(tmp_path_factory, to_html(result)), "skipped")
+    assert "<h2>Skipped files (3)</h2>" in skipped
+    assert "2 of these could not be read, so were not reviewed." in skipped
+    rows = re.findall(
+        r'<tr class="([\w-]+)"><td><code>(.*?)</code></td><td>(.*?)</td><td>(.*?)</td></tr>', skipped
+    )
+    assert [(kind, reason) for kind, _path, reason, _detail in rows] == [
+        ("unreadable", "too large"),
+        ("unreadable", "not UTF-8"),
+        ("left-out", "vendored"),
+    ]
+    assert "raise it with --max-file-size" in rows[0][3]
+    assert rows[1][1] == "&lt;img src=x onerror=alert(1)&gt;.py"  # a file name is text, never markup
+    assert "<img" not in skipped

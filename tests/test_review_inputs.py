@@ -80,13 +80,23 @@ def test_an_explicit_file_is_reviewed_whatever_its_extension(tmp_path: Path) -> 
     assert found.files[0].language == "text"
 
 
-def test_non_utf8_bytes_are_replaced_with_a_warning(tmp_path: Path) -> None:
-    write(tmp_path, "latin.py", b"# caf\xe9\nx = 1\n")
+def test_a_file_that_is_not_utf8_is_skipped_with_the_line_to_look_at(tmp_path: Path) -> None:
+    write(tmp_path, "latin.py", b"x = 1\n# caf\xe9\n")
     found = collect([tmp_path])
-    assert found.files[0].text == "# caf\ufffd\nx = 1\n"
-    assert len(found.warnings) == 1
-    assert "latin.py" in found.warnings[0]
-    assert "line 1" in found.warnings[0]
+    assert found.files == []
+    (skipped,) = found.skipped
+    assert (skipped.path.rsplit("/", 1)[-1], skipped.reason) == ("latin.py", "not UTF-8")
+    assert "line 2" in skipped.detail
+    assert skipped.unreadable
+
+
+def test_a_file_over_the_size_limit_says_how_to_raise_it(tmp_path: Path) -> None:
+    big = write(tmp_path, "big.py", "x = 1\n" * 100)
+    (skipped,) = collect([big], max_bytes=100).skipped
+    assert skipped.reason == "too large"
+    assert skipped.unreadable
+    assert "600 bytes" in skipped.detail
+    assert "--max-file-size" in skipped.detail
 
 
 def test_gitignore_and_vendored_directories_outside_git(tmp_path: Path) -> None:

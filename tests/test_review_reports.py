@@ -222,7 +222,7 @@ def test_text_report_splits_confirmed_from_potential() -> None:
 def test_text_report_shows_failures_files_and_the_run() -> None:
     report = format_review_report(sample_result())
     assert "  logic: ERROR - RateLimited: 429 rate limit" in report
-    assert "  injection: critical (1 issues)" in report
+    assert "  injection: critical (1 issue)" in report
     assert "Failed Calls (2):" in report
     assert "  logic on app/login.py:1-5: error - RateLimited: 429 rate limit exceeded" in report
     assert "  logic on app/views.py:1-4: timeout - Timeout: no answer in 30 s" in report
@@ -271,13 +271,13 @@ def _only_json_types(value: Any, path: str = "$") -> None:
 def test_json_round_trips_with_the_documented_fields() -> None:
     data = json.loads(dumps(sample_result()))
     assert data == to_json(sample_result())
-    assert (data["schema"], data["schema_version"]) == ("quorum.review", 1)
-    assert data["risk"] == {"consensus": "critical", "confidence": 0.75}
+    assert (data["schema"], data["schema_version"]) == ("quorum.review", 2)
+    assert data["risk"] == {"consensus": "critical", "confidence": 0.75, "from_reviewers": "critical"}
     summary = data["summary"]
     assert summary["tasks"] == 10
     assert summary["counts"] == {"error": 1, "ok": 8, "timeout": 1}
-    assert summary["tokens"]["input"] == 12000
-    assert summary["tokens"]["output"] == 3400
+    assert summary["usage"]["input_tokens"] == 12000
+    assert summary["usage"]["output_tokens"] == 3400
     assert (summary["cost_usd"], summary["wall_s"], summary["busy_s"], summary["time_saved_s"]) == (
         0.0421,
         3.2,

@@ -154,10 +154,11 @@ def test_sarif_reports_failed_calls_on_the_invocation() -> None:
     (invocation,) = to_sarif(sample_result(), tool_version="0.1.0")["runs"][0]["invocations"]
     assert invocation["executionSuccessful"] is False
     messages = [n["message"]["text"] for n in invocation["toolExecutionNotifications"]]
-    assert messages == [
+    assert messages[:2] == [
         "logic on app/login.py:1-5: error: RateLimited: 429 rate limit exceeded",
         "logic on app/views.py:1-4: timeout: Timeout: no answer in 30 s",
     ]
+    assert "vendor/jquery.js not reviewed: vendored" in messages[2:]
 
 
 def test_artifact_uris_are_relative_with_forward_slashes(tmp_path: Path) -> None:

@@ -81,8 +81,10 @@ class LocalProvider:
         _check_options(unknown, pool_size=pool_size, threads=threads, n_ctx=n_ctx)
         self.path = find_model(model)
         self.model = DEFAULT_MODEL if not model else self.path.name
+        # The embedded SmolLM2-135M follows a grammar but cannot write prose; a GGUF of
+        # your own is taken to be able to.
         self.capabilities = Capabilities(
-            supports_schema=True, max_context=n_ctx, local=True, reuses_prefix=True
+            supports_schema=True, max_context=n_ctx, local=True, reuses_prefix=True, writes_prose=bool(model)
         )
         self._llama_cpp = import_llama_cpp()
         self._threads = threads

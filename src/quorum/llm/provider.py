@@ -20,6 +20,9 @@ class Capabilities:
     reuses_prefix: bool = False
     max_context: int | None = None  # tokens, prompt and answer together
     local: bool = False  # runs on this machine: no key, no network, no bill
+    # Its free text (a finding's description, a fix) is worth showing to people. False for
+    # a model too small to write it: applications then show only what a schema constrains.
+    writes_prose: bool = True
 
 
 @runtime_checkable

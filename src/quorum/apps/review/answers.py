@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quorum.apps.review.model import Finding, Unit
+from quorum.apps.review.reference import known_cwe
 from quorum.apps.review.taxonomy import Category, category_for_cwe, cwe_for, parse_cwe
 from quorum.errors import InvalidReply
 from quorum.llm.local import longest_answer
@@ -45,17 +46,21 @@ class Bounds:
     max_findings: int = 6
     description_chars: int = 300
     recommendation_chars: int = 200
+    # False for a model whose prose is not shown (``Capabilities.writes_prose``): the
+    # answer then has no description or recommendation at all, so no tokens go to them.
+    prose: bool = True
 
     @classmethod
-    def for_context(cls, max_context: int | None) -> Bounds:
+    def for_context(cls, max_context: int | None, *, prose: bool = True) -> Bounds:
         """The roomiest bounds whose longest answer takes at most ``ANSWER_SHARE`` of the
         context; the smallest rung when even that does not fit."""
+        ladder = [replace(bounds, prose=prose) for bounds in LADDER]
         if max_context is None:
-            return LADDER[0]
-        for bounds in LADDER:
+            return ladder[0]
+        for bounds in ladder:
             if bounds.grammar_tokens() <= max_context * ANSWER_SHARE:
                 return bounds
-        return LADDER[-1]
+        return ladder[-1]
 
     def schema(self) -> dict[str, Any]:
         """The answer's JSON schema (see the module docs)."""
@@ -77,9 +82,10 @@ class Bounds:
             "confidence": {"type": "string", "enum": list(CONFIDENCE_CHOICES)},
             "start_line": {"type": "integer"},
             "end_line": {"type": "integer"},
-            "description": {"type": "string", "maxLength": self.description_chars},
-            "recommendation": {"type": "string", "maxLength": self.recommendation_chars},
         }
+        if self.prose:
+            properties["description"] = {"type": "string", "maxLength": self.description_chars}
+            properties["recommendation"] = {"type": "string", "maxLength": self.recommendation_chars}
         return {
             "type": "object",
             "properties": properties,
@@ -90,7 +96,7 @@ class Bounds:
     def max_tokens(self) -> int:
         """Enough tokens for the longest answer: every token spells at least one
         character, so its length in characters bounds it."""
-        item = _ITEM_KEYS_CHARS + self.description_chars + self.recommendation_chars
+        item = _ITEM_KEYS_CHARS + (self.description_chars + self.recommendation_chars if self.prose else 0)
         return min(MAX_ANSWER_TOKENS, self.max_findings * item + 64)
 
     def grammar_tokens(self) -> int:
@@ -132,7 +138,7 @@ def from_data(data: Any, unit: Unit, reviewer: str) -> Answer:
 
 
 def _finding_from_item(item: Mapping[str, Any], unit: Unit, reviewer: str) -> Finding:
-    stated = parse_cwe(item.get("cwe"))
+    stated = known_cwe(parse_cwe(item.get("cwe")))
     category = category_from_text(str(item.get("category", "")), stated)
     start, end = place(_int(item.get("start_line")), _int(item.get("end_line")), unit)
     return Finding(
@@ -200,7 +206,8 @@ def _fields(block: str) -> dict[str, str]:
 
 
 def _finding_from_fields(fields: dict[str, str], unit: Unit, reviewer: str) -> Finding:
-    stated = parse_cwe(fields.get("CWE")) or _cwe_in(fields["TYPE"]) or _cwe_in(fields["DESCRIPTION"])
+    said = parse_cwe(fields.get("CWE")) or _cwe_in(fields["TYPE"]) or _cwe_in(fields["DESCRIPTION"])
+    stated = known_cwe(said)  # a model's made-up "CWE-5" is no CWE at all
     category = category_from_text(fields["TYPE"], stated)
     start, end = locate(fields.get("LOCATION", ""), unit)
     return Finding(

@@ -13,7 +13,10 @@ line 5 are two problems.
 
 A group is confirmed when at least ``confirm`` distinct reviewers report it (one reviewer
 reporting a weakness twice, from overlapping windows, is still one vote), or when it
-holds a finding of a self-confirming static voter (``injection_guard``). Findings of
+holds a finding of a self-confirming static voter (``injection_guard``: a pattern match is
+not an opinion that needs a second vote; the group then says so in ``confirmed_by_rule``,
+and every report shows it). A ``prompt_injection`` finding of an LLM reviewer follows the
+threshold like any other. Findings of
 category ``other`` without a CWE still group, but votes cannot confirm them (see
 ``_confirmed``).
 """
@@ -31,6 +34,7 @@ from quorum.apps.review.taxonomy import Category, family_of, risk_rank, severity
 SLACK = 3
 SELF_CONFIRMING = frozenset({INJECTION_GUARD})
 UNNAMED = family_of(None, Category.OTHER)
+SELF_CONFIRMING_RULE = "{} matched a known pattern, which needs no second vote"
 
 
 def group_findings(
@@ -47,6 +51,9 @@ def group_findings(
         groups.extend(_sweep(list(same), slack))
     for group in groups:
         group.confirmed = _confirmed(group, confirm, self_confirming)
+        by_rule = sorted({f.reviewer for f in group.findings} & set(self_confirming))
+        if group.confirmed and group.vote_count < confirm and by_rule:
+            group.confirmed_by_rule = SELF_CONFIRMING_RULE.format(", ".join(by_rule))
     return sorted(groups, key=_rank)
 
 

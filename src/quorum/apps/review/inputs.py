@@ -70,7 +70,7 @@ class SourceFile:
 
 @dataclass
 class Collected:
-    """The files found, the ones left out, and anything worth a word (bad encodings)."""
+    """The files found, the ones left out, and anything else worth a word."""
 
     files: list[SourceFile] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -105,18 +105,6 @@ def language_of(path: str | Path) -> str | None:
     return SOURCE_NAMES.get(name) or LANGUAGES.get(Path(name).suffix.lower())
 
 
-def read_source(path: str, data: bytes, language: str = "python") -> tuple[SourceFile, str | None]:
-    """Decode ``data`` as UTF-8 (a BOM is dropped); undecodable bytes become U+FFFD and
-    the second value is a warning saying where the first one was."""
-    try:
-        return SourceFile(path, data.decode("utf-8-sig"), language), None
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        text = data.decode("utf-8", errors="replace")
-        warning = f"{path}: not valid UTF-8 (first bad byte on line {line}); undecodable bytes replaced"
-        return SourceFile(path, text, language), warning
-
-
 # -- one file ---------------------------------------------------------------------------
 
 
@@ -124,29 +112,38 @@ def _admit(path: Path, explicit: bool, max_bytes: int, found: Collected) -> None
     """Read one file into ``found.files``, or record in ``found.skipped`` why not."""
     shown = _display(path)
     language = language_of(path)
-    reason, data = _screen(path, explicit, language, max_bytes)
-    if reason is not None or data is None:
-        found.skipped.append(Skipped(shown, reason or "unreadable"))
+    skipped, data = _screen(path, explicit, language, max_bytes)
+    if skipped is not None or data is None:
+        found.skipped.append(Skipped(shown, *(skipped or ("unreadable", ""))))
         return
-    source, warning = read_source(shown, data, language or "text")
-    found.files.append(SourceFile(source.path, source.text, source.language, str(path.resolve())))
-    if warning:
-        found.warnings.append(warning)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Replacement characters would be reviewed as if they were the code: leave the
+        # file out instead, with the line to look at.
+        line = data[: exc.start].count(b"\n") + 1
+        detail = f"first bad byte on line {line}; convert the file to UTF-8 to review it"
+        found.skipped.append(Skipped(shown, "not UTF-8", detail))
+        return
+    found.files.append(SourceFile(shown, text, language or "text", str(path.resolve())))
 
 
 def _screen(
     path: Path, explicit: bool, language: str | None, max_bytes: int
-) -> tuple[str | None, bytes | None]:
-    """Why ``path`` cannot be reviewed, or its bytes. The size is checked before
-    reading, so a 10 GB log costs a ``stat``, not a read."""
+) -> tuple[tuple[str, str] | None, bytes | None]:
+    """Why ``path`` cannot be reviewed (reason, detail), or its bytes. The size is
+    checked before reading, so a 10 GB log costs a ``stat``, not a read."""
     if not explicit and language is None:
-        return "not source", None
+        return ("not source", ""), None
     if not explicit and _matches_any(path.name, GENERATED_NAMES):
-        return "generated", None
-    if path.stat().st_size > max_bytes:
-        return "too large", None
+        return ("generated", ""), None
+    size = path.stat().st_size
+    if size > max_bytes:
+        detail = f"{size:,} bytes, over the limit of {max_bytes:,}; raise it with --max-file-size"
+        return ("too large", detail), None
     data = path.read_bytes()
-    return _unreviewable(data) or (None if explicit else _generated(data)), data
+    reason = _unreviewable(data) or (None if explicit else _generated(data))
+    return (None if reason is None else (reason, "")), data
 
 
 def _unreviewable(data: bytes) -> str | None:
@@ -306,6 +303,7 @@ def _parse_rule(base: Path, line: str) -> _Rule | None:
 # -- what a diff changed ----------------------------------------------------------------
 
 LineRanges = dict[str, list[tuple[int, int]]]
+WHOLE_FILE = 2**31 - 1  # a last line past the end of any file
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 
 
@@ -313,6 +311,8 @@ def changed_lines(rev: str, paths: Sequence[str | Path], *, context: int = 3) ->
     """What ``git diff --unified=context REV -- paths`` changed: for each changed file,
     keyed by its resolved absolute path (``SourceFile.key``), the new-file line ranges
     of its hunks, context lines included. Deleted files have no new lines and no entry.
+    New files git does not track yet (not ignored) are wholly changed: ``git diff`` does
+    not show them, and they are the newest code of all.
 
     Raises ``ConfigError`` outside a git work tree or when git refuses the revision."""
     if not rev or rev.startswith("-"):
@@ -327,7 +327,12 @@ def changed_lines(rev: str, paths: Sequence[str | Path], *, context: int = 3) ->
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no message"])[0]
         raise ConfigError(f"git diff {rev} failed: {said}")
-    return parse_diff(done.stdout, root)
+    ranges = parse_diff(done.stdout, root)
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard", "--full-name", "--", *specs)
+    for relative in (untracked or "").split("\0"):
+        if relative:
+            ranges[str((root / relative).resolve())] = [(1, WHOLE_FILE)]
+    return ranges
 
 
 def parse_diff(text: str, root: Path) -> LineRanges:

@@ -65,6 +65,7 @@ class FindingGroup:
 
     findings: list[Finding]
     confirmed: bool = False
+    confirmed_by_rule: str = ""  # why it is confirmed with fewer votes than the threshold
 
     @property
     def reporters(self) -> list[str]:
@@ -121,6 +122,7 @@ class FindingGroup:
             "reporters": [f.reviewer for f in self.findings],
             "vote_count": self.vote_count,
             "confirmed": self.confirmed,
+            "confirmed_by_rule": self.confirmed_by_rule or None,
             "cwe": self.cwe,
             "family": self.family,
             "file": self.path,
@@ -129,10 +131,29 @@ class FindingGroup:
         }
 
 
+# Reasons for which a file meant for review could not be read: a review that skipped one
+# did not do all its work. The other reasons ("ignored", "vendored", "generated", "not
+# source", "empty", "unchanged") are choices, not failures.
+UNREADABLE_REASONS = frozenset({"too large", "binary", "not UTF-8", "unreadable"})
+
+
 @dataclass(frozen=True)
 class Skipped:
+    """A file left out of the review: why (``reason``, a short word that reports count)
+    and, where there is more to say, how to review it after all (``detail``)."""
+
     path: str
     reason: str  # "binary", "vendored", "generated", "ignored", "too large", "empty", ...
+    detail: str = ""
+
+    @property
+    def unreadable(self) -> bool:
+        """A file that should have been reviewed and could not be (see ``UNREADABLE_REASONS``)."""
+        return self.reason in UNREADABLE_REASONS
+
+    def describe(self) -> str:
+        """``too large (10,485,760 bytes; ...)``: the reason, then the detail if any."""
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
 
 
 @dataclass
@@ -192,7 +213,14 @@ class CodeReviewResult:
     model: str = ""
     summary: Summary = field(default_factory=Summary)
     sources: dict[str, str] = field(default_factory=dict, repr=False)  # path -> text, for excerpts
-    warnings: list[str] = field(default_factory=list)  # e.g. files that were not valid UTF-8
+    warnings: list[str] = field(default_factory=list)
+    # The model's prose is not shown (its provider says it cannot write it): its findings
+    # carry the category's reference text, and every report labels them advisory.
+    advisory: bool = False
+    # The reviewers' own consensus, when ``risk_consensus`` was raised to the most severe
+    # confirmed finding (the headline never reads lower than a confirmed finding); "" when
+    # it was not raised, or when no reviewer gave a risk (static voters only, failed calls).
+    risk_from_reviewers: str = ""
 
     @property
     def confirmed(self) -> list[FindingGroup]:
@@ -204,3 +232,18 @@ class CodeReviewResult:
 
     def skipped_counts(self) -> dict[str, int]:
         return dict(Counter(s.reason for s in self.skipped))
+
+    @property
+    def unreadable(self) -> list[Skipped]:
+        """Files meant for review that could not be read (too large, binary, not UTF-8)."""
+        return [s for s in self.skipped if s.unreadable]
+
+    @property
+    def failed_reviews(self) -> list[UnitReview]:
+        """Calls and scans that did not succeed."""
+        return [r for r in self.reviews if r.status != "ok"]
+
+    @property
+    def nothing_reviewed(self) -> bool:
+        """Not one file was read: such a review is never a pass."""
+        return not self.files

@@ -28,6 +28,7 @@ from pygments.util import ClassNotFound
 
 from quorum.apps.review import _html_assets as assets
 from quorum.apps.review.model import CodeReviewResult, FindingGroup, UnitReview
+from quorum.apps.review.reference import ADVISORY_NOTE
 from quorum.apps.review.report_json import (
     Excerpt,
     category_title,
@@ -46,6 +47,7 @@ def to_html(result: CodeReviewResult) -> str:
     numbered = _numbered(result)
     body = [
         _header(result),
+        _advisory(result),
         _summary(result),
         _findings(result, numbered),
         _vote_matrix(result, numbered),
@@ -104,15 +106,28 @@ def _header(result: CodeReviewResult) -> str:
     )
 
 
+def _advisory(result: CodeReviewResult) -> str:
+    if not result.advisory:
+        return ""
+    return f'<section id="advisory"><p class="note"><strong>{escape(ADVISORY_NOTE)}</strong></p></section>'
+
+
 def _summary(result: CodeReviewResult) -> str:
     risk = _token(result.risk_consensus)
     stats = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in _stats(result))
     return (
         '<section id="summary"><h2>Summary</h2>'
         f'<p>Overall risk <span class="risk risk-{risk}">{escape(result.risk_consensus.upper())}</span> '
-        f"with {result.confidence:.0%} of reviewers agreeing.</p>"
+        f"with {result.confidence:.0%} of reviewers agreeing.{_raised(result)}</p>"
         f'<dl class="stats">{stats}</dl>{_time_bars(result)}</section>'
     )
+
+
+def _raised(result: CodeReviewResult) -> str:
+    if not result.risk_from_reviewers:
+        return ""
+    said = escape(result.risk_from_reviewers.upper())
+    return f" It is the severity of the most severe confirmed finding; the reviewers said {said}."
 
 
 def _stats(result: CodeReviewResult) -> list[tuple[str, str]]:
@@ -175,7 +190,12 @@ def _findings(result: CodeReviewResult, numbered: list[_Numbered]) -> str:
         '<p><label><input type="checkbox" id="only-confirmed"> Show confirmed findings only</label></p>',
         f'<h3 class="confirmed-heading">Confirmed ({len(confirmed)})</h3>',
     ]
-    if not confirmed:
+    if result.nothing_reviewed and result.skipped:
+        parts.append(
+            '<p class="note"><strong>Nothing was reviewed</strong>: every file was skipped '
+            '(see <a href="#skipped">Skipped files</a>). This is not a pass.</p>'
+        )
+    elif not confirmed:
         parts.append('<p class="note">No finding reached the confirmation threshold.</p>')
     parts += [_finding(result, n) for n in confirmed]
     if potential:
@@ -199,14 +219,23 @@ def _finding(result: CodeReviewResult, item: _Numbered) -> str:
         f'<h4><span class="sev sev-{escape(severity)}">{escape(severity)}</span> '
         f"{item.number}. {escape(category_title(group.category))}"
         + (f' <span class="tag">CWE-{cwe}</span>' if cwe is not None else "")
-        + f' <span class="tag">{kind}</span></h4>'
+        + f' <span class="tag">{kind}</span>{_advisory_tag(result, group)}</h4>'
         f"<p><code>{escape(group.location)}</code> · {group.vote_count} of "
-        f"{len(reviewer_names(result))} reviewers: {escape(reporters)}</p>"
+        f"{len(reviewer_names(result))} reviewers: {escape(reporters)}"
+        + (f" · confirmed by rule: {escape(group.confirmed_by_rule)}" if group.confirmed_by_rule else "")
+        + "</p>"
     )
     return (
         f'<article class="finding {kind}" id="finding-{item.number}" data-group-id="{escape(item.gid)}">'
         f"{header}{_descriptions(group)}{_excerpt_html(result, group)}</article>"
     )
+
+
+def _advisory_tag(result: CodeReviewResult, group: FindingGroup) -> str:
+    """Findings only the model made, when its prose is not shown, are advisory."""
+    if result.advisory and all(f.source == "llm" for f in group.findings):
+        return ' <span class="tag advisory">advisory</span>'
+    return ""
 
 
 def _descriptions(group: FindingGroup) -> str:
@@ -451,12 +480,21 @@ def _failed_calls(result: CodeReviewResult) -> str:
 def _skipped(result: CodeReviewResult) -> str:
     if not result.skipped:
         return ""
+    ordered = result.unreadable + [s for s in result.skipped if not s.unreadable]
     rows = "".join(
-        f"<tr><td><code>{escape(s.path)}</code></td><td>{escape(s.reason)}</td></tr>" for s in result.skipped
+        f'<tr class="{"unreadable" if s.unreadable else "left-out"}"><td><code>{escape(s.path)}</code></td>'
+        f"<td>{escape(s.reason)}</td><td>{escape(s.detail)}</td></tr>"
+        for s in ordered
+    )
+    intro = (
+        f'<p class="note">{len(result.unreadable)} of these could not be read, so were not reviewed.</p>'
+        if result.unreadable
+        else ""
     )
     return (
-        f'<section id="skipped"><h2>Skipped files ({len(result.skipped)})</h2>'
-        f"<table><thead><tr><th>File</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table></section>"
+        f'<section id="skipped"><h2>Skipped files ({len(result.skipped)})</h2>{intro}'
+        "<table><thead><tr><th>File</th><th>Reason</th><th>Detail</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
     )
 
 

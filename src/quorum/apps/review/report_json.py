@@ -6,17 +6,20 @@ a Python repr, never NaN or infinity) and ``dumps(result)`` its text. The shape,
 ``SCHEMA_VERSION``::
 
     {
-      "schema": "quorum.review", "schema_version": 1,
-      "model": str, "risk": {"consensus": str, "confidence": float 0..1},
+      "schema": "quorum.review", "schema_version": 2,
+      "model": str, "advisory": bool,
+      "risk": {"consensus": str, "confidence": float 0..1, "from_reviewers": str},
       "execution_time_s": float, "confirmation_threshold": int,
       "reviewers": [str], "files": [str],
       "summary": {"tasks", "counts": {status: int}, "retries", "stopped",
-                  "tokens": {"input", "output", "cache_read", "cache_write", "prompt", "total"},
+                  "usage": {"input_tokens", "output_tokens", "cache_read_tokens",
+                            "cache_write_tokens"},
                   "cost_usd": float | null, "unpriced", "wall_s", "busy_s", "time_saved_s"},
       "groups": [{"id", "rule_id", "title", "category", "cwe": int | null, "family",
                   "severity", "confirmed", "file", "start_line", "end_line", "location",
-                  "reporters": [str], "vote_count", "descriptions": [str],
-                  "recommendations": [str],
+                  "reporters": [str], "vote_count", "confirmed_by_rule": str | null,
+                  "descriptions": [str], "recommendations": [str],
+                  "reference": {"what", "why", "fix", "cwe_uri"} | null,
                   "findings": [{"reviewer", "severity", "confidence", "start_line",
                                 "end_line", "description", "recommendation", "source", "unit"}],
                   "excerpt": {"start_line", "end_line", "text"} | null}],
@@ -25,8 +28,9 @@ a Python repr, never NaN or infinity) and ``dumps(result)`` its text. The shape,
                                       "recommendation"}]}],
       "units": [{"key", "path", "name", "kind", "language", "start_line", "end_line"}],
       "reviews": [{"reviewer", "unit", "status", "error", "overall_risk", "findings",
-                   "tokens": {...}, "cost_usd", "started_s", "finished_s", "duration_s"}],
-      "skipped": [{"path", "reason"}], "skipped_counts": {reason: int}
+                   "usage": {...}, "cost_usd", "started_s", "finished_s", "duration_s"}],
+      "skipped": [{"path", "reason", "detail", "unreadable"}], "skipped_counts": {reason: int},
+      "failed_calls": int, "nothing_reviewed": bool
     }
 
 Groups keep the order of ``result.groups``; ``id`` is stable across runs while the
@@ -35,8 +39,11 @@ confirmed group. ``recommendations`` lists the non-empty ones; ``excerpt`` is th
 lines (``start_line``..``end_line`` of the group) with two lines of context, null when
 the source is unknown. A review's ``unit`` is a ``units[].key`` and its ``findings`` a
 count. Times are seconds from the start of the review, rounded to the millisecond;
-money is US dollars; an unknown number is null. A change that removes or renames a field
-raises ``schema_version``.
+money is US dollars; an unknown number is null. Input tokens count cached ones too.
+``advisory`` is true when the model's own prose is not shown (``Capabilities.writes_prose``):
+``descriptions`` and ``recommendations`` of its findings are then the category's reference
+text, also given as ``reference``. A change that removes or renames a field raises
+``schema_version`` (2: ``tokens`` became ``usage`` with ``input_tokens``/``output_tokens``).
 """
 
 from __future__ import annotations
@@ -57,12 +64,13 @@ from quorum.apps.review.model import (
     Unit,
     UnitReview,
 )
+from quorum.apps.review.reference import cwe_uri, reference
 from quorum.apps.review.taxonomy import CWE_OF, Category
 from quorum.engine.outcome import Summary
 from quorum.llm.types import Usage
 
 SCHEMA = "quorum.review"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Lines of context shown around the flagged lines, and the most lines an excerpt shows.
 EXCERPT_CONTEXT = 2
@@ -231,7 +239,12 @@ def to_json(result: CodeReviewResult) -> dict[str, Any]:
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "model": result.model,
-        "risk": {"consensus": result.risk_consensus, "confidence": _number(result.confidence, 4)},
+        "advisory": result.advisory,
+        "risk": {
+            "consensus": result.risk_consensus,
+            "confidence": _number(result.confidence, 4),
+            "from_reviewers": result.risk_from_reviewers or result.risk_consensus,
+        },
         "execution_time_s": _seconds(result.execution_time),
         "confirmation_threshold": result.confirmation_threshold,
         "reviewers": reviewer_names(result),
@@ -241,8 +254,13 @@ def to_json(result: CodeReviewResult) -> dict[str, Any]:
         "votes": [_vote(v) for v in result.votes],
         "units": [_unit(u) for u in result.units],
         "reviews": [_review(r) for r in result.reviews],
-        "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        "skipped": [
+            {"path": s.path, "reason": s.reason, "detail": s.detail, "unreadable": s.unreadable}
+            for s in result.skipped
+        ],
         "skipped_counts": result.skipped_counts(),
+        "failed_calls": len(result.failed_reviews),
+        "nothing_reviewed": result.nothing_reviewed,
     }
 
 
@@ -259,7 +277,7 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "counts": dict(sorted(summary.counts.items())),
         "retries": summary.retries,
         "stopped": summary.stopped,
-        "tokens": usage_json(summary.usage),
+        "usage": usage_json(summary.usage),
         "cost_usd": _number(summary.cost, 8),
         "unpriced": summary.unpriced,
         "wall_s": _seconds(summary.wall_s),
@@ -269,13 +287,11 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 
 
 def usage_json(usage: Usage) -> dict[str, int]:
+    """The commands' token vocabulary (``Usage.as_json``), and the cache's share."""
     return {
-        "input": usage.input_tokens,
-        "output": usage.output_tokens,
-        "cache_read": usage.cache_read_tokens,
-        "cache_write": usage.cache_write_tokens,
-        "prompt": usage.prompt_tokens,
-        "total": usage.total_tokens,
+        **usage.as_json(),
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
     }
 
 
@@ -296,11 +312,22 @@ def _group(group: FindingGroup, gid: str, result: CodeReviewResult) -> dict[str,
         "location": group.location,
         "reporters": group.reporters,
         "vote_count": group.vote_count,
+        "confirmed_by_rule": group.confirmed_by_rule or None,
         "descriptions": [f.description for f in group.findings],
         "recommendations": [f.recommendation for f in group.findings if f.recommendation],
         "findings": [_finding(f) for f in group.findings],
         "excerpt": None if found is None else _excerpt(found),
+        "reference": _reference(group) if result.advisory else None,
     }
+
+
+def _reference(group: FindingGroup) -> dict[str, Any] | None:
+    """The category's reference text, for a group only the model reported."""
+    if any(f.source != "llm" for f in group.findings):
+        return None
+    text = reference(group.category)
+    cwe = group_cwe(group)
+    return {"what": text.what, "why": text.why, "fix": text.fix, "cwe_uri": cwe_uri(cwe) if cwe else None}
 
 
 def _finding(finding: Finding) -> dict[str, Any]:
@@ -362,7 +389,7 @@ def _review(review: UnitReview) -> dict[str, Any]:
         "error": review.error,
         "overall_risk": review.overall_risk,
         "findings": len(review.findings),
-        "tokens": usage_json(review.usage),
+        "usage": usage_json(review.usage),
         "cost_usd": _number(review.cost, 8),
         "started_s": started,
         "finished_s": finished,

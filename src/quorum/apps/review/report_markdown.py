@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from quorum.apps.review.model import CodeReviewResult, FindingGroup
+from quorum.apps.review.reference import ADVISORY_NOTE
 from quorum.apps.review.report_json import Excerpt, category_title, excerpt, group_cwe, reviewer_names
 from quorum.apps.review.report_text import format_cost, format_counts
 
@@ -23,6 +24,7 @@ def to_markdown(result: CodeReviewResult) -> str:
     """The whole review as one Markdown document."""
     parts = [
         "# Security code review",
+        _advisory(result),
         _summary(result),
         _confirmed(result),
         _potential(result),
@@ -38,10 +40,17 @@ def to_markdown(result: CodeReviewResult) -> str:
 # -- sections --------------------------------------------------------------------------
 
 
+def _advisory(result: CodeReviewResult) -> str:
+    return f"> **{_text(ADVISORY_NOTE)}**" if result.advisory else ""
+
+
 def _summary(result: CodeReviewResult) -> str:
     summary = result.summary
+    risk = f"**{_text(result.risk_consensus.upper())}** (confidence {result.confidence:.0%})"
+    if result.risk_from_reviewers:
+        risk += f"; the most severe confirmed finding, reviewers said {_text(result.risk_from_reviewers)}"
     rows = [
-        ("Overall risk", f"**{_text(result.risk_consensus.upper())}** (confidence {result.confidence:.0%})"),
+        ("Overall risk", risk),
         ("Findings", _findings_line(result)),
         ("Files", _files_line(result)),
         ("Reviewers", str(len(reviewer_names(result)))),
@@ -95,6 +104,8 @@ def _time_line(result: CodeReviewResult) -> str:
 
 def _confirmed(result: CodeReviewResult) -> str:
     groups = result.confirmed
+    if result.nothing_reviewed and result.skipped:
+        return "## Nothing was reviewed\n\nEvery file was skipped (see below): this is not a pass."
     if not groups:
         return "## Confirmed findings (0)\n\nNo finding reached the confirmation threshold."
     total = len(reviewer_names(result))
@@ -107,7 +118,8 @@ def _finding(result: CodeReviewResult, number: int, group: FindingGroup, reviewe
     lines = [
         f"{heading} in {_code(group.location)}",
         "",
-        f"**Votes:** {group.vote_count} of {reviewers} reviewers: {_text(', '.join(group.reporters))}",
+        f"**Votes:** {group.vote_count} of {reviewers} reviewers: {_text(', '.join(group.reporters))}"
+        + (f"; confirmed by rule: {_text(group.confirmed_by_rule)}" if group.confirmed_by_rule else ""),
         "",
     ]
     lines += [f"- **{_text(f.reviewer)}:** {_text(f.description)}" for f in group.findings]
@@ -178,8 +190,9 @@ def _failed_calls(result: CodeReviewResult) -> str:
 def _skipped(result: CodeReviewResult) -> str:
     if not result.skipped:
         return ""
-    rows = [(_code(s.path, table=True), _text(s.reason)) for s in result.skipped]
-    return f"## Skipped files ({len(rows)})\n\n" + _table(("File", "Reason"), rows)
+    ordered = result.unreadable + [s for s in result.skipped if not s.unreadable]
+    rows = [(_code(s.path, table=True), _text(s.reason), _text(s.detail) or "—") for s in ordered]
+    return f"## Skipped files ({len(rows)})\n\n" + _table(("File", "Reason", "Detail"), rows)
 
 
 # -- Markdown building blocks ----------------------------------------------------------

@@ -20,17 +20,21 @@ What GitHub does with it shaped three choices:
   the flagged code with whitespace normalised (``report_json.group_ids``), so an alert
   keeps its identity when the code moves to other lines.
 
-Failed calls become error notifications on the invocation, and ``executionSuccessful``
-is false when any call failed: part of the code was then not reviewed by everyone.
+Failed calls become error notifications on the invocation, skipped files notifications
+too (``warning`` for a file that could not be read, ``note`` for one left out by choice),
+and ``executionSuccessful`` is false when any call failed, any file could not be read or
+nothing was reviewed at all. A review by a model whose prose is not shown says so in each
+message ("Advisory") and in the run's properties.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 from urllib.parse import quote
 
-from quorum.apps.review.model import CodeReviewResult, FindingGroup, UnitReview
+from quorum.apps.review.model import CodeReviewResult, FindingGroup, Skipped, Unit, UnitReview
 from quorum.apps.review.report_json import (
     category_title,
     group_cwe,
@@ -46,6 +50,7 @@ SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://pypi.org/project/quorum/"
 FINGERPRINT_KEY = "quorumFindingHash/v1"
+ADVISORY = "Advisory: found by a model whose prose is not shown; the text is quorum's reference."
 
 # GitHub's bands: over 9.0 critical, 7.0-8.9 high, 4.0-6.9 medium, 0.1-3.9 low.
 SECURITY_SEVERITY = {"critical": "9.5", "high": "8.0", "medium": "5.5", "low": "3.0", "info": "1.0"}
@@ -85,15 +90,20 @@ def to_sarif(
     tool_version: str,
     include_potential: bool = False,
     srcroot: str | Path | None = None,
+    cwd: str | Path | None = None,
     information_uri: str = INFORMATION_URI,
 ) -> dict[str, Any]:
     """The review as a SARIF 2.1.0 log (plain data; ``json.dumps`` it).
 
-    ``srcroot`` is the directory the reviewed paths are relative to; absolute paths
-    under it are made relative, and it is recorded as ``%SRCROOT%``. A path that stays
-    absolute is written as a ``file:`` URI without a base (valid SARIF, but GitHub can
-    only place results whose paths are relative to the repository root).
+    ``srcroot`` is the repository root, recorded as ``%SRCROOT%``; every path is written
+    relative to it. ``cwd`` is the directory relative paths were given from (a review run
+    in ``proj/app`` names ``db.py``, which is ``app/db.py`` under the root); without it,
+    relative paths are taken as relative to the root already. A path outside the root is
+    written as a ``file:`` URI without a base (valid SARIF, but GitHub can only place
+    results whose paths are relative to the repository root).
     """
+    if srcroot is not None and cwd is not None:
+        result = _rebased(result, Path(cwd), Path(srcroot))
     ids = group_ids(result)
     chosen = [(g, gid) for g, gid in zip(result.groups, ids, strict=True) if g.confirmed or include_potential]
     rules = _rules([g for g, _ in chosen])
@@ -214,8 +224,10 @@ def _message(result: CodeReviewResult, group: FindingGroup) -> str:
     total = len(reviewer_names(result))
     verdict = "Confirmed" if group.confirmed else "Not confirmed; reported"
     parts = [
+        *([ADVISORY] if result.advisory and all(f.source == "llm" for f in group.findings) else []),
         f"{head}: {description}" if description else head,
-        f"{verdict} by {group.vote_count} of {total} reviewers ({', '.join(group.reporters)}).",
+        f"{verdict} by {group.vote_count} of {total} reviewers ({', '.join(group.reporters)})"
+        + (f"; by rule: {group.confirmed_by_rule}." if group.confirmed_by_rule else "."),
     ]
     if fix:
         parts.append(f"Fix: {fix}")
@@ -247,6 +259,40 @@ def artifact_location(path: str, root: Path | None = None) -> dict[str, str]:
     return {"uri": quote(normalise_path(path), safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
+def _rebased(result: CodeReviewResult, cwd: Path, root: Path) -> CodeReviewResult:
+    """``result`` with every path that names a file under ``root`` (relative paths taken
+    from ``cwd``) made relative to ``root``: locations and fingerprints then read the same
+    whichever directory the review ran from."""
+    top = root.resolve()
+
+    def from_root(path: str) -> str:
+        candidate = Path(path) if _is_absolute(path) else cwd / path
+        if not candidate.exists():
+            return path
+        try:
+            return candidate.resolve().relative_to(top).as_posix()
+        except ValueError:
+            return path
+
+    def unit(u: Unit) -> Unit:
+        return replace(u, path=from_root(u.path))
+
+    groups = [
+        FindingGroup(
+            [replace(f, path=from_root(f.path)) for f in g.findings], g.confirmed, g.confirmed_by_rule
+        )
+        for g in result.groups
+    ]
+    return replace(
+        result,
+        groups=groups,
+        units=[unit(u) for u in result.units],
+        reviews=[replace(r, unit=unit(r.unit)) for r in result.reviews],
+        skipped=[replace(s, path=from_root(s.path)) for s in result.skipped],
+        sources={from_root(p): text for p, text in result.sources.items()},
+    )
+
+
 def _is_absolute(path: str) -> bool:
     return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()
 
@@ -264,11 +310,22 @@ def _level(group: FindingGroup) -> str:
 
 
 def _invocation(result: CodeReviewResult, root: Path | None) -> dict[str, Any]:
-    failed = [r for r in result.reviews if r.status != "ok"]
-    invocation: dict[str, Any] = {"executionSuccessful": not failed}
-    if failed:
-        invocation["toolExecutionNotifications"] = [_notification(r, root) for r in failed]
+    failed = result.failed_reviews
+    ok = not failed and not result.unreadable and not result.nothing_reviewed
+    invocation: dict[str, Any] = {"executionSuccessful": ok}
+    notes = [_notification(r, root) for r in failed] + [_skip_note(s, root) for s in result.skipped]
+    if notes:
+        invocation["toolExecutionNotifications"] = notes
     return invocation
+
+
+def _skip_note(skipped: Skipped, root: Path | None) -> dict[str, Any]:
+    return {
+        "level": "warning" if skipped.unreadable else "note",
+        "message": {"text": f"{skipped.path} not reviewed: {skipped.describe()}"},
+        "locations": [{"physicalLocation": {"artifactLocation": artifact_location(skipped.path, root)}}],
+        "properties": {"skipped": skipped.reason},
+    }
 
 
 def _notification(review: UnitReview, root: Path | None) -> dict[str, Any]:
@@ -293,4 +350,6 @@ def _run_properties(result: CodeReviewResult, include_potential: bool) -> dict[s
         "model": result.model,
         "potential_included": include_potential,
         "potential_omitted": 0 if include_potential else len(result.potential),
+        "advisory": result.advisory,
+        "skipped": len(result.skipped),
     }

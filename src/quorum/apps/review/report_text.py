@@ -13,20 +13,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from quorum.apps.review.model import CodeReviewResult
+from quorum.apps.review.reference import ADVISORY_NOTE
 
 _WIDE = "=" * 60
 _NARROW = "-" * 40
 _CLIP = 200  # the chapter's limit on a description or a fix in this report
+NOTHING_REVIEWED = "NOTHING WAS REVIEWED: every file was skipped (see SKIPPED FILES); this is not a pass"
 
 
 def format_review_report(result: CodeReviewResult) -> str:
     """Format the review result as a readable report."""
     lines = [_WIDE, "SECURITY CODE REVIEW REPORT", _WIDE, ""]
     lines += _overall(result)
+    if result.advisory:
+        lines += [ADVISORY_NOTE, ""]
     lines += _assessments(result)
     lines += _failed_calls(result)
-    lines += _confirmed(result.confirmed_vulnerabilities)
+    if result.nothing_reviewed and result.skipped:
+        lines += [_NARROW, NOTHING_REVIEWED, ""]
+    else:
+        lines += _confirmed(result.confirmed_vulnerabilities)
     lines += _potential(result.confirmed_vulnerabilities)
+    lines += _skipped(result)
     if result.summary.total:
         lines += [_NARROW, f"Run: {result.summary.line()}"]
     lines += ["", _WIDE]
@@ -45,13 +53,17 @@ def format_counts(counts: Mapping[str, int]) -> str:
 
 
 def _overall(result: CodeReviewResult) -> list[str]:
+    risk = result.risk_consensus.upper()
+    if result.risk_from_reviewers and result.risk_from_reviewers != result.risk_consensus:
+        risk += f" (the most severe confirmed finding; reviewers said {result.risk_from_reviewers.upper()})"
     lines = [
-        f"Overall Risk: {result.risk_consensus.upper()}",
+        f"Overall Risk: {risk}",
         f"Confidence: {result.confidence:.0%}",
         f"Review Time: {result.execution_time:.2f}s",
     ]
     if result.model:
-        lines.append(f"Model: {result.model}")
+        advisory = " (advisory: see the note below)" if result.advisory else ""
+        lines.append(f"Model: {result.model}{advisory}")
     # A result built the chapter's way knows nothing of files: say nothing rather than "0".
     if result.files or result.skipped:
         lines.append(f"Files Reviewed: {len(result.files)}")
@@ -65,7 +77,7 @@ def _assessments(result: CodeReviewResult) -> list[str]:
     for vote in result.votes:
         if vote.success:
             count = len(vote.found_vulnerabilities)
-            lines.append(f"  {vote.reviewer_name}: {vote.overall_risk} ({count} issues)")
+            lines.append(f"  {vote.reviewer_name}: {vote.overall_risk} ({plural(count, 'issue')})")
         else:
             lines.append(f"  {vote.reviewer_name}: ERROR - {_one_line(vote.error)}")
     return [*lines, ""]
@@ -90,10 +102,14 @@ def _confirmed(groups: list[dict[str, Any]]) -> list[str]:
     lines = [_NARROW, f"CONFIRMED VULNERABILITIES ({len(confirmed)}):", ""]
     for i, vuln in enumerate(confirmed, 1):
         reporters = ", ".join(dict.fromkeys(vuln.get("reporters", [])))
+        votes = f"   Votes: {plural(vuln['vote_count'], 'reviewer')}"
+        votes += f" ({reporters})" if reporters else ""
+        if vuln.get("confirmed_by_rule"):
+            votes += f"; confirmed by rule: {vuln['confirmed_by_rule']}"
         lines += [
             f"{i}. [{str(vuln['severity']).upper()}] {_type(vuln)}",
             f"   Location: {vuln['location']}",
-            f"   Votes: {vuln['vote_count']} reviewers" + (f" ({reporters})" if reporters else ""),
+            votes,
             f"   Description: {_clip(vuln.get('descriptions'))}",
             f"   Fix: {_clip(vuln.get('recommendations'))}",
             "",
@@ -112,6 +128,26 @@ def _potential(groups: list[dict[str, Any]]) -> list[str]:
             f"  - [{vuln['severity']}] {_type(vuln)} at {vuln['location']} ({votes} vote{'s' * (votes != 1)})"
         )
     return [*lines, ""]
+
+
+SKIPPED_SHOWN = 50  # a directory's ignored files can run to thousands; --json lists them all
+
+
+def _skipped(result: CodeReviewResult) -> list[str]:
+    """Every file left out and why, those that could not be read first."""
+    if not result.skipped:
+        return []
+    ordered = result.unreadable + [s for s in result.skipped if not s.unreadable]
+    lines = [_NARROW, f"SKIPPED FILES ({len(ordered)}):"]
+    lines += [f"  - {s.path}: {s.describe()}" for s in ordered[:SKIPPED_SHOWN]]
+    if len(ordered) > SKIPPED_SHOWN:
+        lines.append(f"  ... and {len(ordered) - SKIPPED_SHOWN} more (--json lists them all)")
+    return [*lines, ""]
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 issue``, ``2 issues``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _type(vuln: Mapping[str, Any]) -> str:

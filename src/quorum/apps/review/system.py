@@ -34,12 +34,14 @@ from quorum.apps.review.inputs import (
 from quorum.apps.review.model import (
     CodeReviewResult,
     Finding,
+    FindingGroup,
     ReviewerVote,
     Skipped,
     Unit,
     UnitReview,
     Vulnerability,
 )
+from quorum.apps.review.reference import with_reference
 from quorum.apps.review.reviewers import (
     CHAPTER_REVIEWERS,
     Plan,
@@ -47,11 +49,12 @@ from quorum.apps.review.reviewers import (
     Selection,
     ask,
     chapter_reviewers,
+    fresh_token,
     load_reviewers,
     select,
 )
 from quorum.apps.review.static import InjectionGuard, StaticVoter, static_voter
-from quorum.apps.review.taxonomy import RISKS, severity_rank
+from quorum.apps.review.taxonomy import RISKS, risk_rank, severity_rank
 from quorum.apps.review.units import DEFAULT_MAX_CHARS, code_budget, cut, overlaps
 from quorum.engine.budget import Budget
 from quorum.engine.clock import SYSTEM_CLOCK
@@ -180,9 +183,12 @@ class CodeReviewSystem:
         reviewers = self.selection.llm
         tasks: list[_Task] = []
         for unit in units:
-            gate = LeaderFirst(plan.use_prefix and worth_caching(self.llm, plan.request(reviewers[0], unit)))
+            token = fresh_token()
+            first = plan.request(reviewers[0], unit, token)
+            gate = LeaderFirst(plan.use_prefix and worth_caching(self.llm, first))
             tasks.extend(
-                _LLMTask(r.name, unit, self, plan, r, gate, leader=i == 0) for i, r in enumerate(reviewers)
+                _LLMTask(r.name, unit, self, plan, r, gate, token, leader=i == 0)
+                for i, r in enumerate(reviewers)
             )
         return tasks
 
@@ -210,11 +216,14 @@ class CodeReviewSystem:
             v.overall_risk for v in votes if v.reviewer_name in llm_names and _has_opinion(v, reviews)
         ]
         consensus, confidence = risk_consensus(opinions)
+        risk, confidence = _at_least_confirmed(consensus, confidence, opinions, groups)
         return CodeReviewResult(
             votes=votes,
             confirmed_vulnerabilities=[g.as_chapter_dict() for g in groups],
-            risk_consensus=consensus,
+            risk_consensus=risk,
             confidence=confidence,
+            risk_from_reviewers=consensus if risk != consensus and risk_rank(consensus) >= 0 else "",
+            advisory=bool(self.selection.llm) and not self.llm.capabilities.writes_prose,
             execution_time=elapsed,
             groups=groups,
             units=units,
@@ -249,14 +258,16 @@ class _LLMTask(_Task):
     plan: Plan
     spec: Reviewer
     gate: LeaderFirst
+    token: str
     leader: bool = False
 
     async def run(self) -> UnitReview:
-        request = self.plan.request(self.spec, self.unit)
+        request = self.plan.request(self.spec, self.unit, self.token)
         answer = await ask(
             self.system.llm, request, self.reviewer, self.unit, gate=self.gate, leader=self.leader
         )
-        return UnitReview(self.reviewer, self.unit, answer.findings, answer.overall_risk)
+        findings = answer.findings if self.plan.prose else [with_reference(f) for f in answer.findings]
+        return UnitReview(self.reviewer, self.unit, findings, answer.overall_risk)
 
 
 @dataclass
@@ -270,6 +281,24 @@ class _StaticTask(_Task):
         if self.changed is not None:
             findings = [f for f in findings if overlaps(f.start_line, f.end_line, self.changed)]
         return UnitReview(self.reviewer, self.unit, findings, _static_risk(findings))
+
+
+def _at_least_confirmed(
+    consensus: str, confidence: float, opinions: list[str], groups: list[FindingGroup]
+) -> tuple[str, float]:
+    """The overall risk, never lower than the most severe confirmed finding: reviewers
+    who each saw one unit may call the whole "low" while two of them confirmed a critical
+    flaw. When raised, the confidence is the share of reviewers who put the risk at least
+    that high."""
+    confirmed = [g.severity if g.severity in RISKS else "low" for g in groups if g.confirmed]
+    if not confirmed:
+        return consensus, confidence
+    worst = max(confirmed, key=risk_rank)
+    if risk_rank(worst) <= risk_rank(consensus):
+        return consensus, confidence
+    known = [r for r in opinions if risk_rank(r) >= 0]
+    agreeing = sum(risk_rank(r) >= risk_rank(worst) for r in known)
+    return worst, (agreeing / len(known) if known else 0.0)
 
 
 def _static_risk(findings: list[Finding]) -> str:
