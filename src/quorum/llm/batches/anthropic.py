@@ -15,7 +15,6 @@ from typing import Any
 
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
-from quorum.errors import InvalidReply
 from quorum.llm.anthropic import AnthropicProvider
 from quorum.llm.batches.base import (
     BatchCounts,
@@ -24,11 +23,10 @@ from quorum.llm.batches.base import (
     BatchStatus,
     Intent,
     ItemResult,
-    batch_billed,
-    batch_priced,
+    ResultJoin,
+    answered,
     canceled,
     expired,
-    unanswered,
     wire_id,
 )
 from quorum.llm.http_errors import item_error
@@ -72,13 +70,7 @@ class AnthropicBatches:
         return _status(await self._boundary.guard(self._client.messages.batches.cancel(batch_id)))
 
     async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
-        try:
-            return await self._find(intent, claimed)
-        except Exception as exc:  # the listing pages through the SDK: map its errors here
-            mapped = self._boundary.map(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        return await self._boundary.guard(self._find(intent, claimed))  # the listing pages through the SDK
 
     async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
         """The oldest unclaimed batch of the intent's size created since the intent."""
@@ -93,26 +85,13 @@ class AnthropicBatches:
         return found
 
     async def results(self, batch_id: str, items: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
-        by_wire = {wire_id(item.custom_id): item for item in items}
-        seen: set[str] = set()
+        join = ResultJoin(items)
         lines = await self._boundary.guard(self._client.messages.batches.results(batch_id))
-        reading = aiter(lines)
-        while True:
-            try:
-                line = await anext(reading)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # the JSONL streams through the SDK: map its errors here
-                mapped = self._boundary.map(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
-            item = by_wire.get(line.custom_id)
-            if item is None or item.custom_id in seen:
-                continue  # not ours, or said twice: each result is used once
-            seen.add(item.custom_id)
-            yield self._result(item, line)
-        for missing in unanswered(items, seen, self.name):
+        async for line in self._boundary.each(lines):  # the JSONL streams through the SDK
+            item = join.claim(line.custom_id)
+            if item is not None:
+                yield self._result(item, line)
+        for missing in join.unanswered(self.name):
             yield missing
 
     async def aclose(self) -> None:
@@ -121,11 +100,8 @@ class AnthropicBatches:
     def _result(self, item: BatchItem, line: MessageBatchIndividualResponse) -> ItemResult:
         result = line.result
         if result.type == "succeeded":
-            try:
-                reply = self._online._reply(item.request, result.message, {}, 0.0)
-            except InvalidReply as exc:
-                return ItemResult(item.custom_id, "errored", error=batch_billed(exc))
-            return ItemResult(item.custom_id, "succeeded", reply=batch_priced(reply))
+            message = result.message
+            return answered(item.custom_id, lambda: self._online._reply(item.request, message, {}, 0.0))
         if result.type == "errored":
             inner = result.error.error
             error = item_error(self.name, None, inner.type, inner.message)

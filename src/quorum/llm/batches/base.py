@@ -150,6 +150,36 @@ def batch_billed(exc: errors.InvalidReply) -> errors.InvalidReply:
     return exc
 
 
+def answered(custom_id: str, read: Callable[[], Reply]) -> ItemResult:
+    """A succeeded item's result: the reply ``read`` gives, at the batch price, or the
+    error when the answer breaks the request's schema (billed at the batch price too)."""
+    try:
+        reply = read()
+    except errors.InvalidReply as exc:
+        return ItemResult(custom_id, "errored", error=batch_billed(exc))
+    return ItemResult(custom_id, "succeeded", reply=batch_priced(reply))
+
+
+class ResultJoin:
+    """Result lines joined to the submitted items by their wire id, each item once:
+    a line that is not ours, or names an item already answered, is passed over."""
+
+    def __init__(self, items: Sequence[BatchItem]) -> None:
+        self.items = items
+        self.seen: set[str] = set()
+        self._by_wire = {wire_id(item.custom_id): item for item in items}
+
+    def claim(self, line_id: str) -> BatchItem | None:
+        item = self._by_wire.get(line_id)
+        if item is None or item.custom_id in self.seen:
+            return None
+        self.seen.add(item.custom_id)
+        return item
+
+    def unanswered(self, provider: str) -> Iterable[ItemResult]:
+        return unanswered(self.items, self.seen, provider)
+
+
 def wire_id(custom_id: str) -> str:
     """A provider-safe custom_id: the id itself when it fits, else a digest of it."""
     if _WIRE_ID.match(custom_id):
