@@ -330,7 +330,8 @@ class BatchJob:
         """Every line's result written; the exit status."""
         started = time.perf_counter()
         out = Output(self.output)
-        with _journal_file(self.journal) as journal_path:
+        no_journal = "no journal (stdin to stdout): give --journal PATH to make this job resumable"
+        with journal_file(self.journal, "quorum-batch-", no_journal, "dim") as journal_path:
             flow = journaled(
                 self._call,
                 self._lines(),
@@ -409,7 +410,7 @@ class BatchJob:
 
     async def _lines(self) -> AsyncIterator[Work]:
         seen: dict[str, int] = {}
-        async for number, raw in _read(self.input_path):
+        async for number, raw in read_input(self.input_path):
             line = read_line(number, raw)
             if line is None:
                 continue
@@ -519,17 +520,18 @@ def _stopped(flow: Journaled[Work, Record]) -> bool:
 
 
 @contextlib.contextmanager
-def _journal_file(path: Path | None) -> Iterator[Path]:
-    """The journal's path; without one (stdin to stdout), a temporary one."""
+def journal_file(path: Path | None, prefix: str, warning: str, style: str = "") -> Iterator[Path]:
+    """The journal's path; without one (stdin to stdout), a temporary one, and ``warning``
+    on stderr that a kill loses it."""
     if path is not None:
         yield path
         return
-    stderr.print("[dim]no journal (stdin to stdout): give --journal PATH to make this job resumable[/dim]")
-    with tempfile.TemporaryDirectory(prefix="quorum-batch-") as folder:
+    stderr.print(warning, style=style, markup=False)
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         yield Path(folder) / "journal"
 
 
-async def _read(input_path: str) -> AsyncIterator[tuple[int, bytes]]:
+async def read_input(input_path: str) -> AsyncIterator[tuple[int, bytes]]:
     """Numbered raw lines, read in a worker thread so a slow disk or pipe never stalls calls."""
     stream = sys.stdin.buffer if input_path == "-" else await asyncio.to_thread(Path(input_path).open, "rb")
     number = 0

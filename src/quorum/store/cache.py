@@ -202,6 +202,10 @@ class ResponseCache:
         key = request_key(_innermost(provider), request)
         return key, self.get(key)
 
+    def store(self, provider: Provider, request: Request, reply: Reply) -> None:
+        """Store ``reply`` as ``provider``'s answer to ``request`` (as ``put`` does)."""
+        self.put(request_key(_innermost(provider), request), reply)
+
     def get(self, key: str) -> Reply | None:
         """The stored reply for ``key`` (costing $0, its first usage kept), else ``None``."""
         db = self._open()
