@@ -23,6 +23,7 @@ from quorum.llm.batches.base import (
     BatchStatus,
     Intent,
     ItemResult,
+    OnlineBacked,
     ResultJoin,
     answered,
     canceled,
@@ -36,21 +37,15 @@ CLOCK_SKEW_S = 300.0  # how much earlier than the intent a found batch may claim
 _LIST_PAGE = 100
 
 
-class AnthropicBatches:
+class AnthropicBatches(OnlineBacked[AnthropicProvider]):
     """Message Batches for one model; options as for ``AnthropicProvider``."""
 
     name = "anthropic"
 
     def __init__(self, model: str | None = None, *, limits: BatchLimits = LIMITS, **options: Any) -> None:
-        self._online = AnthropicProvider(model, **options) if model else AnthropicProvider(**options)
-        self.model = self._online.model
-        self.limits = limits
-        # The online adapter's client, request builder and reply reader serve batches too.
+        online = AnthropicProvider(model, **options) if model else AnthropicProvider(**options)
+        super().__init__(online, limits)
         self._client = self._online._client
-        self._boundary = self._online._boundary
-
-    def __repr__(self) -> str:
-        return f"AnthropicBatches(model={self.model!r})"
 
     def _entry(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": wire_id(item.custom_id), "params": self._online._params(item.request)}
@@ -93,9 +88,6 @@ class AnthropicBatches:
                 yield self._result(item, line)
         for missing in join.unanswered(self.name):
             yield missing
-
-    async def aclose(self) -> None:
-        await self._online.aclose()
 
     def _result(self, item: BatchItem, line: MessageBatchIndividualResponse) -> ItemResult:
         result = line.result

@@ -13,9 +13,10 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from quorum import errors
+from quorum.llm.http_errors import Boundary
 from quorum.llm.types import Reply, Request
 
 BATCH_DISCOUNT = 0.5  # both providers bill batch tokens at half the online price
@@ -110,6 +111,40 @@ class BatchApi(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class OnlineAdapter(Protocol):
+    """What a batch adapter borrows from its provider's online adapter."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def _boundary(self) -> Boundary: ...
+
+    async def aclose(self) -> None: ...
+
+
+Online = TypeVar("Online", bound=OnlineAdapter)
+
+
+class OnlineBacked(Generic[Online]):
+    """A batch adapter built on its provider's online adapter: the same client, request
+    builder, reply reader and SDK error mapping serve batches too."""
+
+    name: str
+
+    def __init__(self, online: Online, limits: BatchLimits) -> None:
+        self._online = online
+        self.model = online.model
+        self.limits = limits
+        self._boundary = online._boundary
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    async def aclose(self) -> None:
+        await self._online.aclose()
 
 
 def group(

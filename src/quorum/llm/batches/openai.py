@@ -25,6 +25,7 @@ from quorum.llm.batches.base import (
     BatchStatus,
     Intent,
     ItemResult,
+    OnlineBacked,
     ResultJoin,
     answered,
     canceled,
@@ -43,21 +44,15 @@ _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _LIST_PAGE = 100
 
 
-class OpenAIBatches:
+class OpenAIBatches(OnlineBacked[OpenAIProvider]):
     """The Batch API for one model; options as for ``OpenAIProvider``."""
 
     name = "openai"
 
     def __init__(self, model: str | None = None, *, limits: BatchLimits = LIMITS, **options: Any) -> None:
-        self._online = OpenAIProvider(model, **options) if model else OpenAIProvider(**options)
-        self.model = self._online.model
-        self.limits = limits
-        # The online adapter's client, request builder and reply reader serve batches too.
+        online = OpenAIProvider(model, **options) if model else OpenAIProvider(**options)
+        super().__init__(online, limits)
         self._client = self._online._client
-        self._boundary = self._online._boundary
-
-    def __repr__(self) -> str:
-        return f"OpenAIBatches(model={self.model!r})"
 
     def _line(self, item: BatchItem) -> bytes:
         body = self._online._params(item.request)
@@ -112,9 +107,6 @@ class OpenAIBatches:
                     yield self._result(item, line)
         for missing in join.unanswered(self.name):
             yield missing
-
-    async def aclose(self) -> None:
-        await self._online.aclose()
 
     async def _lines(self, file_id: str | None) -> list[dict[str, Any]]:
         if not file_id:
