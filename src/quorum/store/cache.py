@@ -147,19 +147,22 @@ class CacheCounts:
 TOTALS = CacheCounts()
 
 
-def reply_to_json(reply: Reply) -> str:
+def reply_fields(reply: Reply) -> dict[str, Any]:
+    """A ``Reply`` as JSON data, its cost and SDK response left out (the cache keeps the
+    cost in a column of its own)."""
     u = reply.usage
-    return json.dumps(
-        {
-            "text": reply.text,
-            "model": reply.model,
-            "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
-            "data": reply.data,
-            "stop_reason": reply.stop_reason,
-            "latency_s": reply.latency_s,
-        },
-        ensure_ascii=False,
-    )
+    return {
+        "text": reply.text,
+        "model": reply.model,
+        "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
+        "data": reply.data,
+        "stop_reason": reply.stop_reason,
+        "latency_s": reply.latency_s,
+    }
+
+
+def reply_to_json(reply: Reply) -> str:
+    return json.dumps(reply_fields(reply), ensure_ascii=False)
 
 
 def reply_from_json(text: str, key: str, cost: float | None) -> Reply:
