@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from quorum.llm.batches.base import BatchItem, BatchStatus, Intent, ItemResult
+from quorum.testing.emulator import Emulator
 
 
 class Killed(BaseException):
@@ -52,3 +58,22 @@ class KillAt:
 
     async def aclose(self) -> None:
         return None
+
+
+def kill_while_the_batch_runs_then_resume(
+    command: list[str], emu: Emulator
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` against ``emu``, SIGKILL it once its batch is created and still
+    running, then run it again to the end: the resume follows that batch, creating none."""
+    env = {**os.environ, **emu.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop("QUORUM_MODEL", None)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while emu.stats.batches_created == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # the batch was created and is still running
+    process.wait()
+    assert emu.stats.batches_created == 1
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert emu.stats.batches_created == 1, done.stderr  # the resume followed the same batch
+    return done
