@@ -38,11 +38,12 @@ from typing import IO, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
 from quorum import errors
 from quorum.cli._batch_lines import Line, read_line
 from quorum.cli.common import Settings, execute, fail, stderr, with_settings
+from quorum.cli.progress import progress_bars
 from quorum.engine.connection import Connection, connect
 from quorum.engine.jobs import Journaled, journaled
 from quorum.engine.outcome import Outcome
@@ -271,16 +272,7 @@ class BatchProgress:
 
     def __init__(self, total: int | None) -> None:
         self.enabled = stderr.is_terminal
-        self._bar = Progress(
-            TextColumn("batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=stderr,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
+        self._bar = progress_bars(stderr)
         self._task: TaskID = self._bar.add_task("batch", total=total, note="")
 
     def __enter__(self) -> BatchProgress:
