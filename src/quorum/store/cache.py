@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from quorum.llm.provider import Capabilities, Provider
+from quorum.llm.provider import Fronting, Provider
 from quorum.llm.types import Reply, Request, Usage
 
 log = logging.getLogger("quorum.cache")
@@ -326,7 +326,7 @@ class ResponseCache:
             self._db = None
 
 
-class Cached:
+class Cached(Fronting):
     """``provider`` behind ``cache``: a hit is answered at once, a good miss is stored.
 
     Put it around a ``Connection`` so a hit takes no rate capacity, no retry and no
@@ -336,18 +336,6 @@ class Cached:
     def __init__(self, provider: Provider, cache: ResponseCache) -> None:
         self.provider = provider
         self.cache = cache
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
-
-    @property
-    def model(self) -> str:
-        return self.provider.model
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.provider.capabilities
 
     def __repr__(self) -> str:
         return f"Cached({self.provider!r}, {self.cache!r})"
