@@ -152,12 +152,21 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
                 str(args.itpm),
             ],
         )
-    by_status = dict(emu.stats["requests"].get("/v1/messages", {}))
-    abandoned = by_status.pop("0", 0)  # in flight when the window closed: no response
+    return {
+        **limit_figures(emu.stats, figures, args.rpm, args.itpm),
+        "abandoned_at_end": emu.stats["requests"].get("/v1/messages", {}).get("0", 0),
+        "successes": figures["successes"],
+    }
+
+
+def limit_figures(stats: dict[str, Any], figures: dict[str, Any], rpm: int, itpm: int) -> dict[str, Any]:
+    """How near a window's throughput came to the emulator's limits, and what it refused."""
+    by_status = dict(stats["requests"].get("/v1/messages", {}))
+    by_status.pop("0", None)  # in flight when the window closed: no response
     total = sum(by_status.values())
     refused = by_status.get("429", 0)
-    request_pct = 100 * figures["requests_per_min"] / args.rpm
-    token_pct = 100 * figures["input_tokens_per_min"] / args.itpm
+    request_pct = 100 * figures["requests_per_min"] / rpm
+    token_pct = 100 * figures["input_tokens_per_min"] / itpm
     return {
         "achieved_pct_of_limit": round(max(request_pct, token_pct), 1),
         "share_429": round(refused / total, 4) if total else None,
@@ -165,8 +174,6 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "input_tokens_pct_of_itpm": round(token_pct, 1),
         "responses": total,
         "responses_429": refused,
-        "abandoned_at_end": abandoned,
-        "successes": figures["successes"],
     }
 
 

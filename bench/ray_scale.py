@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import child_result, emit, emulator_process, machine, run_child
-from rate_limits import WARM_UP_S, prompts
+from rate_limits import WARM_UP_S, limit_figures, prompts, window_figures
 from vs_peers import KEY, MAX_TOKENS, MODEL
 
 SPEED_LATENCY = 0.02
@@ -146,12 +146,8 @@ async def limits_on_cluster(url: str, args: argparse.Namespace) -> dict[str, Any
         workers_used = len(stream.stats.by_worker)
     leases = executor.limiter_stats(spec)
     executor.shutdown()
-    inside = [(at, n) for at, n in completed if started + WARM_UP_S <= at <= started + args.seconds]
-    span_min = (args.seconds - WARM_UP_S) / 60.0
     return {
-        "requests_per_min": len(inside) / span_min,
-        "input_tokens_per_min": sum(n for _, n in inside) / span_min,
-        "successes": len(completed),
+        **window_figures(completed, started, args.seconds),
         "workers_used": workers_used,
         "leases": leases.get("leases", 0),
     }
@@ -197,19 +193,8 @@ def measure_limits(args: argparse.Namespace) -> dict[str, Any]:
     options = {"latency": LIMIT_LATENCY, "rpm": args.rpm, "itpm": args.itpm, "burst": 1.0, "seed": 3}
     with emulator_process(**options) as emu:
         figures = asyncio.run(limits_on_cluster(emu.url, args))
-    by_status = dict(emu.stats["requests"].get("/v1/messages", {}))
-    by_status.pop("0", None)  # in flight when the window closed: no response
-    total = sum(by_status.values())
-    refused = by_status.get("429", 0)
-    request_pct = 100 * figures["requests_per_min"] / args.rpm
-    token_pct = 100 * figures["input_tokens_per_min"] / args.itpm
     return {
-        "achieved_pct_of_limit": round(max(request_pct, token_pct), 1),
-        "share_429": round(refused / total, 4) if total else None,
-        "requests_pct_of_rpm": round(request_pct, 1),
-        "input_tokens_pct_of_itpm": round(token_pct, 1),
-        "responses": total,
-        "responses_429": refused,
+        **limit_figures(emu.stats, figures, args.rpm, args.itpm),
         "workers_used": figures["workers_used"],
         "leases": figures["leases"],
     }

@@ -5,11 +5,7 @@ without a second batch."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from batch_kills import kill_while_the_batch_runs_then_resume
 from quorum.apps.moderate import MODERATORS, Item, moderate, plan_votes
 from quorum.cli import moderate as moderate_cli
 from quorum.engine.batch_ledger import BatchLedger
@@ -147,17 +144,7 @@ def test_sigkill_while_the_batch_runs_then_resume_creates_no_second_batch(tmp_pa
     command += ["-m", MODEL, "--no-cache", "--batch-api", "--poll", "0.05", "--journal", str(journal)]
     command += ["-o", str(out)]
     with Emulator(script=RULES, batch_time=3.0).in_thread() as emu:
-        env = {**os.environ, **emu.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-        env.pop("QUORUM_MODEL", None)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while emu.stats.batches_created == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)  # the batch was created and is still running
-        process.wait()
-        assert emu.stats.batches_created == 1
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-        assert emu.stats.batches_created == 1, done.stderr  # the resume followed the same batch
+        done = kill_while_the_batch_runs_then_resume(command, emu)
         assert emu.stats.batch_items == 4 * len(MODERATORS)  # each vote sent once
     assert done.returncode == 1, done.stderr
     with BatchLedger(journal) as ledger:

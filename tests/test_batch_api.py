@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from batch_kills import KillAt, Killed
 from quorum import errors
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchRunner, BatchStop, BatchView
@@ -29,10 +30,6 @@ from quorum.llm.types import Reply, Request
 from quorum.testing import VirtualClock
 
 PRICE = Price(1.0, 2.0, 0.1, 1.25)
-
-
-class Killed(BaseException):
-    """A kill -9 stand-in: nothing after the raise runs, nothing catches it."""
 
 
 def items(n: int) -> list[BatchItem]:
@@ -195,46 +192,6 @@ async def test_duplicate_custom_ids_are_refused(tmp_path: Path) -> None:
 
 
 # --- kills ------------------------------------------------------------------------------
-
-
-class KillAt:
-    """The fake batch API, killed at one step: before or after ``create``, while polling,
-    or after ``after`` results were read."""
-
-    def __init__(self, api: FakeBatches, step: str, after: int = 0) -> None:
-        self.api, self.step, self.after = api, step, after
-        self.name, self.model, self.limits = api.name, api.model, api.limits
-        self.item_size = api.item_size
-
-    async def create(self, intent: Intent, chunk: Sequence[BatchItem]) -> BatchStatus:
-        if self.step == "before_create":
-            raise Killed
-        status = await self.api.create(intent, chunk)
-        if self.step == "after_create":
-            raise Killed
-        return status
-
-    async def retrieve(self, batch_id: str) -> BatchStatus:
-        if self.step == "polling":
-            raise Killed
-        return await self.api.retrieve(batch_id)
-
-    async def cancel(self, batch_id: str) -> BatchStatus:
-        return await self.api.cancel(batch_id)
-
-    async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
-        return await self.api.find(intent, claimed)
-
-    async def results(self, batch_id: str, chunk: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
-        read = 0
-        async for result in self.api.results(batch_id, chunk):
-            if self.step == "downloading" and read == self.after:
-                raise Killed
-            read += 1
-            yield result
-
-    async def aclose(self) -> None:
-        return None
 
 
 class KilledLedger(BatchLedger):

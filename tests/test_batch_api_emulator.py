@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batch_kills import KillAt, Killed
 from quorum import errors
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchRunner
 from quorum.llm.anthropic import AnthropicProvider
 from quorum.llm.batches.anthropic import AnthropicBatches
-from quorum.llm.batches.base import BatchItem, BatchStatus, Intent, ItemResult
+from quorum.llm.batches.base import BatchItem, Intent
 from quorum.llm.batches.openai import OpenAIBatches
 from quorum.llm.openai import OpenAIProvider
 from quorum.llm.types import Request
@@ -30,10 +30,6 @@ RULES = [
 ]
 PROVIDERS = ["anthropic", "openai"]
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-
-
-class Killed(BaseException):
-    """A kill -9 stand-in: nothing catches it."""
 
 
 def apis(kind: str, emu: Emulator) -> tuple[Any, Any]:
@@ -100,45 +96,6 @@ async def test_errored_and_expired_items_are_resubmitted_in_smaller_batches(
     assert report.resubmitted > 0
     assert report.resubmitted < 60  # only what failed went out again
     assert emu.stats.batch_items == 60 + report.resubmitted
-
-
-class KillAt:
-    """An adapter killed at one step: before or after ``create``, while polling, or after
-    ``after`` results were read."""
-
-    def __init__(self, api: Any, step: str, after: int = 0) -> None:
-        self.api, self.step, self.after = api, step, after
-        self.name, self.model, self.limits, self.item_size = api.name, api.model, api.limits, api.item_size
-
-    async def create(self, intent: Intent, chunk: Sequence[BatchItem]) -> BatchStatus:
-        if self.step == "before_create":
-            raise Killed
-        status = await self.api.create(intent, chunk)
-        if self.step == "after_create":
-            raise Killed
-        return status
-
-    async def retrieve(self, batch_id: str) -> BatchStatus:
-        if self.step == "polling":
-            raise Killed
-        return await self.api.retrieve(batch_id)
-
-    async def cancel(self, batch_id: str) -> BatchStatus:
-        return await self.api.cancel(batch_id)
-
-    async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
-        return await self.api.find(intent, claimed)
-
-    async def results(self, batch_id: str, chunk: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
-        read = 0
-        async for result in self.api.results(batch_id, chunk):
-            if self.step == "downloading" and read == self.after:
-                raise Killed
-            read += 1
-            yield result
-
-    async def aclose(self) -> None:
-        return None
 
 
 STEPS = [("before_create", 0), ("after_create", 0), ("polling", 0), ("downloading", 0), ("downloading", 9)]

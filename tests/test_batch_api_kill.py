@@ -29,6 +29,17 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
+def cli_env(emu: Emulator, tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``quorum`` process against ``emu``, its cache under ``tmp_path``."""
+    return {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": emu.anthropic_base_url,
+        "ANTHROPIC_API_KEY": "sk-test",
+        "QUORUM_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
+
+
 def listed_batches(emu: Emulator) -> list[str]:
     client = anthropic.Anthropic(base_url=emu.anthropic_base_url, api_key="k", max_retries=0)
     try:
@@ -44,13 +55,7 @@ def test_sigkill_at_random_moments_then_resume_pays_for_each_batch_once(
     lines = [{"id": f"k{n}", "prompt": "please fail" if n % 25 == 0 else f"q {n}"} for n in range(100)]
     source.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "out.jsonl"
-    env = {
-        **os.environ,
-        "ANTHROPIC_BASE_URL": emulator.anthropic_base_url,
-        "ANTHROPIC_API_KEY": "sk-test",
-        "QUORUM_CACHE_DIR": str(tmp_path / "cache"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
-    }
+    env = cli_env(emulator, tmp_path)
     command = [sys.executable, "-m", "quorum.cli.main", "batch", str(source), "-o", str(out)]
     command += ["-m", "anthropic/claude-haiku-4-5", "--batch-api", "--poll", "0.05", "--no-cache"]
     rng = random.Random(5)
@@ -81,13 +86,7 @@ def test_ctrl_c_detaches_says_how_to_resume_and_the_resume_collects(tmp_path: Pa
     source.write_text("".join(json.dumps({"id": f"k{n}", "prompt": f"q {n}"}) + "\n" for n in range(5)))
     out = tmp_path / "out.jsonl"
     with Emulator(batch_time=3.0).in_thread() as emu:
-        env = {
-            **os.environ,
-            "ANTHROPIC_BASE_URL": emu.anthropic_base_url,
-            "ANTHROPIC_API_KEY": "sk-test",
-            "QUORUM_CACHE_DIR": str(tmp_path / "cache"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
-        }
+        env = cli_env(emu, tmp_path)
         command = [sys.executable, "-m", "quorum.cli.main", "batch", str(source), "-o", str(out)]
         command += ["-m", "anthropic/claude-haiku-4-5", "--batch-api", "--poll", "0.05"]
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

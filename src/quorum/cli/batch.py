@@ -38,11 +38,12 @@ from typing import IO, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
 from quorum import errors
 from quorum.cli._batch_lines import Line, read_line
 from quorum.cli.common import Settings, execute, fail, stderr, with_settings
+from quorum.cli.progress import progress_bars
 from quorum.cli.ray_options import (
     RayAddressOpt,
     RayOpt,
@@ -253,16 +254,7 @@ class BatchProgress:
 
     def __init__(self, total: int | None) -> None:
         self.enabled = stderr.is_terminal
-        self._bar = Progress(
-            TextColumn("batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=stderr,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
+        self._bar = progress_bars(stderr)
         self._task: TaskID = self._bar.add_task("batch", total=total, note="")
 
     def __enter__(self) -> BatchProgress:
@@ -312,7 +304,8 @@ class BatchJob:
         """Every line's result written; the exit status."""
         started = time.perf_counter()
         out = Output(self.output)
-        with _journal_file(self.journal) as journal_path:
+        no_journal = "no journal (stdin to stdout): give --journal PATH to make this job resumable"
+        with journal_file(self.journal, "quorum-batch-", no_journal, "dim") as journal_path:
             flow = journaled(
                 self._call,
                 self._lines(),
@@ -389,7 +382,7 @@ class BatchJob:
 
     async def _lines(self) -> AsyncIterator[Work]:
         seen: dict[str, int] = {}
-        async for number, raw in _read(self.input_path):
+        async for number, raw in read_input(self.input_path):
             line = read_line(number, raw)
             if line is None:
                 continue
@@ -493,17 +486,18 @@ def _stopped(flow: Journaled[Work, Record]) -> bool:
 
 
 @contextlib.contextmanager
-def _journal_file(path: Path | None) -> Iterator[Path]:
-    """The journal's path; without one (stdin to stdout), a temporary one."""
+def journal_file(path: Path | None, prefix: str, warning: str, style: str = "") -> Iterator[Path]:
+    """The journal's path; without one (stdin to stdout), a temporary one, and ``warning``
+    on stderr that a kill loses it."""
     if path is not None:
         yield path
         return
-    stderr.print("[dim]no journal (stdin to stdout): give --journal PATH to make this job resumable[/dim]")
-    with tempfile.TemporaryDirectory(prefix="quorum-batch-") as folder:
+    stderr.print(warning, style=style, markup=False)
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         yield Path(folder) / "journal"
 
 
-async def _read(input_path: str) -> AsyncIterator[tuple[int, bytes]]:
+async def read_input(input_path: str) -> AsyncIterator[tuple[int, bytes]]:
     """Numbered raw lines, read in a worker thread so a slow disk or pipe never stalls calls."""
     stream = sys.stdin.buffer if input_path == "-" else await asyncio.to_thread(Path(input_path).open, "rb")
     number = 0

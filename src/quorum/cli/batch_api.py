@@ -11,11 +11,11 @@ second also cancels them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,8 +27,7 @@ import typer
 from rich.console import Console
 
 from quorum.cli._batch_lines import Line, read_line
-from quorum.cli.batch import Models, Output
-from quorum.cli.batch import _read as read_input
+from quorum.cli.batch import Models, Output, journal_file, read_input
 from quorum.cli.common import Settings, fail, stderr
 from quorum.engine.batch_ledger import BatchLedger
 from quorum.engine.batches import BatchReport, BatchRunner, BatchStop, BatchView, Fallback, Record
@@ -36,9 +35,8 @@ from quorum.engine.connection import Connection
 from quorum.errors import ConfigError
 from quorum.llm.batches import BatchApi, BatchItem, batches_for
 from quorum.llm.types import Reply, Request
-from quorum.store.cache import ResponseCache, request_key
-from quorum.store.cache import _innermost as innermost
-from quorum.store.journal import _lock
+from quorum.store.cache import ResponseCache
+from quorum.store.journal import hold_lock
 
 
 def describe(view: BatchView) -> str:
@@ -259,11 +257,11 @@ async def batch_calls(
 
     def store(request: Request, reply: Reply) -> None:
         if cache is not None:
-            cache.put(request_key(innermost(online), request), reply)
+            cache.store(online, request, reply)
 
     items = [BatchItem(custom_id, request) for custom_id, request in requests.items()]
     try:
-        with _ledger_path(journal) as path, _lock(path):  # one process per job
+        with _ledger_path(journal) as path, hold_lock(path):  # one process per job
             if restart:
                 forget(path)
             if not items:
@@ -323,7 +321,7 @@ class BatchApiJob:
         report = BatchReport()
         results: dict[str, Record] = {}
         todo = [BatchItem(line.id, line.request) for line in lines if line.id not in early and line.request]
-        with _ledger_path(self.journal) as path, _lock(path):  # one process per job, output included
+        with _ledger_path(self.journal) as path, hold_lock(path):  # one process per job, output included
             try:
                 if todo and model is not None:
                     report, results = await self._batches(model, todo, path)
@@ -382,7 +380,7 @@ class BatchApiJob:
 
         def store(request: Request, reply: Reply) -> None:
             if cache is not None:
-                cache.put(request_key(innermost(connection), request), reply)
+                cache.store(connection, request, reply)
 
         if self.restart:
             forget(path)
@@ -439,18 +437,12 @@ def forget(path: Path) -> None:
         ledger.forget()
 
 
-@contextmanager
-def _ledger_path(journal: Path | None) -> Iterator[Path]:
-    if journal is not None:
-        yield journal
-        return
-    stderr.print(
+def _ledger_path(journal: Path | None) -> contextlib.AbstractContextManager[Path]:
+    no_journal = (
         "no journal: the batches are followed in a temporary file, which a kill loses; "
-        "give --journal PATH to make this job resumable",
-        markup=False,
+        "give --journal PATH to make this job resumable"
     )
-    with tempfile.TemporaryDirectory(prefix="quorum-batch-api-") as folder:
-        yield Path(folder) / "journal"
+    return journal_file(journal, "quorum-batch-api-", no_journal)
 
 
 def _ok_record(custom_id: str, reply: Reply) -> Record:

@@ -37,19 +37,7 @@ class ProgressDisplay:
         self.group = group
         self.delay_s = delay_s
         self.enabled = console.is_terminal if enabled is None else enabled
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-            # Rich would otherwise capture sys.stdout while the bars show and print it on
-            # stderr above them: results written to stdout must stay on stdout.
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
+        self._progress = progress_bars(console)
         self._tasks: dict[str, TaskID] = {}
         self._retries: dict[str, int] = {}
         self._totals: dict[str, int] = {}
@@ -91,3 +79,21 @@ class ProgressDisplay:
         if self.enabled and not self._live and time.monotonic() - self._created >= self.delay_s:
             self._progress.start()
             self._live = True
+
+
+def progress_bars(console: Console) -> Progress:
+    """Bars on ``console``: each task's description, bar, done/total, ``note`` field and
+    time elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        # Rich would otherwise capture sys.stdout while the bars show and print it on
+        # stderr above them: results written to stdout must stay on stdout.
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )

@@ -36,7 +36,7 @@ from quorum.engine.limits import (
 )
 from quorum.engine.retry import Retry, advised_wait
 from quorum.llm.pricing import Price, price_of
-from quorum.llm.provider import Capabilities, Provider
+from quorum.llm.provider import Fronting, Provider
 from quorum.llm.ratelimits import RateLimitInfo
 from quorum.llm.registry import default_model, resolve
 from quorum.llm.secrets import redact
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("quorum.calls")
 
 
-class Connection:
+class Connection(Fronting):
     """``provider`` with ``limits``, ``retry`` and a per-call ``timeout`` around it."""
 
     def __init__(
@@ -72,18 +72,6 @@ class Connection:
         # cluster: how a worker builds this same connection (set by ``connect``; ``None``
         # when it cannot be described: a provider object, custom limits, another clock)
         self.spec: ConnectionSpec | None = None
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
-
-    @property
-    def model(self) -> str:
-        return self.provider.model
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.provider.capabilities
 
     def __repr__(self) -> str:
         limits = len(self.limits.limits)

@@ -28,8 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from quorum.engine.budget import Budget
+from quorum.engine.clock import SYSTEM_CLOCK, Clock
 from quorum.engine.context import current_meter
+from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome, RunResult, Summary
+from quorum.engine.policy import FailurePolicy, Policy
+from quorum.engine.retry import Retry
 from quorum.engine.runner import Stream, stream
 from quorum.errors import ConfigError, describe
 from quorum.store.journal import OK, Entry, Journal
@@ -73,16 +78,14 @@ class Journaled(Generic[T, R]):
         items: Iterable[T] | AsyncIterable[T],
         journal: str | Path | Journal,
         *,
-        ids: Callable[[int, T], str] = default_id,
+        ids: Callable[[int, T], str] | None = None,
         fingerprint: Callable[[T], str] = content_hash,
         encode: Callable[[R], Any] = _same,
         decode: Callable[[Any], R] = _same,
         restart: bool = False,
         options: dict[str, Any],
     ) -> None:
-        if "ids" in options:
-            raise ConfigError("journaled() takes ids=(index, item) -> str itself; it is the journal's key")
-        self._fn, self._items, self._ids, self._fingerprint = fn, items, ids, fingerprint
+        self._fn, self._items, self._ids, self._fingerprint = fn, items, ids or default_id, fingerprint
         self._encode, self._decode = encode, decode
         self._journal_arg, self._restart, self._options = journal, restart, options
         self.journal: Journal | None = None
@@ -193,12 +196,31 @@ async def run_journaled(
     items: Iterable[T] | AsyncIterable[T],
     /,
     journal: str | Path | Journal,
-    **options: Any,
+    *,
+    ids: Callable[[int, T], str] | None = None,
+    fingerprint: Callable[[T], str] = content_hash,
+    encode: Callable[[R], Any] = _same,
+    decode: Callable[[Any], R] = _same,
+    restart: bool = False,
+    concurrency: int | None = None,
+    policy: Policy = FailurePolicy.IGNORE,
+    retry: Retry | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - each task's limit, a run setting
+    deadline: float | None = None,
+    budget: Budget | None = None,
+    on_event: EventSink | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    label: str = "",
 ) -> RunResult[R]:
     """``run(fn, items, journal=PATH)``: every outcome in input order and the summary,
     through a journal; options as for ``journaled``."""
     outcomes: list[Outcome[R]] = []
-    async with journaled(fn, items, journal, ordered=True, **options) as flow:
+    flow = journaled(
+        fn, items, journal, ids=ids, fingerprint=fingerprint, encode=encode, decode=decode,
+        restart=restart, concurrency=concurrency, policy=policy, retry=retry, timeout=timeout,
+        deadline=deadline, budget=budget, on_event=on_event, clock=clock, label=label, ordered=True,
+    )  # fmt: skip
+    async with flow:
         async for outcome in flow:
             outcomes.append(outcome)
     return RunResult(outcomes, flow.summary)
@@ -210,15 +232,29 @@ def journaled(
     /,
     journal: str | Path | Journal,
     *,
-    ids: Callable[[int, T], str] = default_id,
+    ids: Callable[[int, T], str] | None = None,
     fingerprint: Callable[[T], str] = content_hash,
     encode: Callable[[R], Any] = _same,
     decode: Callable[[Any], R] = _same,
     restart: bool = False,
-    **options: Any,
+    concurrency: int | None = None,
+    policy: Policy = FailurePolicy.IGNORE,
+    retry: Retry | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    budget: Budget | None = None,
+    on_event: EventSink | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    label: str = "",
+    ordered: bool = False,
 ) -> Journaled[T, R]:
-    """``stream(fn, items, **options)`` that resumes from ``journal`` (a path or an open
-    ``Journal``); see the module's documentation. ``restart=True`` forgets the journal."""
+    """``stream(fn, items, ...)`` that resumes from ``journal`` (a path or an open
+    ``Journal``); see the module's documentation. ``restart=True`` forgets the journal;
+    the other options are ``stream``'s, and ``ids`` is the journal's key."""
+    options: dict[str, Any] = dict(
+        concurrency=concurrency, policy=policy, retry=retry, timeout=timeout, deadline=deadline,
+        budget=budget, on_event=on_event, clock=clock, label=label, ordered=ordered,
+    )  # fmt: skip
     return Journaled(
         fn,
         items,

@@ -51,9 +51,9 @@ class ParallelWorkflowResult:
     summary: Summary = field(default_factory=Summary)
 
 
-class ParallelWorkflow(ABC):
-    """Subclass and implement ``_process_task`` and ``_aggregate_results``; ``run(tasks)``
-    processes every task concurrently (at most ``max_concurrent`` at once)."""
+class ConcurrentWorkflow:
+    """The chapter's workflow settings: a model (or ``llm``, a provider or connection),
+    ``max_tokens`` per call, ``max_concurrent`` tasks at once and the failure ``policy``."""
 
     llm = LazyConnection()
 
@@ -71,6 +71,11 @@ class ParallelWorkflow(ABC):
         self.max_concurrent = max_concurrent
         self.policy = policy
         self.llm = llm
+
+
+class ParallelWorkflow(ConcurrentWorkflow, ABC):
+    """Subclass and implement ``_process_task`` and ``_aggregate_results``; ``run(tasks)``
+    processes every task concurrently (at most ``max_concurrent`` at once)."""
 
     async def _call_llm(self, messages: list[dict[str, str]], system: str | None = None) -> str:
         request = Request(

@@ -90,8 +90,7 @@ async def run(
 
         return await run_journaled(
             fn, items, journal, concurrency=concurrency, policy=policy, retry=retry, timeout=timeout,
-            deadline=deadline, budget=budget, on_event=on_event, clock=clock, label=label,
-            **({"ids": ids} if ids is not None else {}),
+            deadline=deadline, budget=budget, on_event=on_event, clock=clock, label=label, ids=ids,
         )  # fmt: skip
     plan = make_plan(concurrency, policy, retry, timeout, deadline, budget, on_event, ids, clock, label)
     async with Stream(fn, items, plan, keep=True) as flow:

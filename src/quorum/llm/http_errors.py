@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -89,6 +89,16 @@ class Boundary:
             if mapped is None:
                 raise
             raise mapped from exc
+
+    async def each(self, stream: AsyncIterable[T]) -> AsyncIterator[T]:
+        """The items of an SDK stream, each read through ``guard``."""
+        reading = aiter(stream)
+        while True:
+            try:
+                item = await self.guard(anext(reading))
+            except StopAsyncIteration:
+                return
+            yield item
 
     def map(self, exc: Exception) -> errors.ProviderError | None:
         """The quorum error for an SDK or transport exception; ``None`` if it is not one."""

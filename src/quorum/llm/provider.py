@@ -46,6 +46,25 @@ class Provider(Protocol):
     async def complete(self, request: Request) -> Reply: ...
 
 
+class Fronting:
+    """A provider in front of another (``self.provider``: a connection, a cache): it
+    answers to that provider's name, model and capabilities."""
+
+    provider: Provider
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    @property
+    def model(self) -> str:
+        return self.provider.model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.provider.capabilities
+
+
 def refuse_unknown_options(provider: str, unknown: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Unknown options raise, naming them and what is allowed: nothing is silently ignored."""
     if unknown:

@@ -16,12 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quorum.engine.connection import LazyConnection
 from quorum.engine.outcome import Outcome, Summary
-from quorum.engine.policy import FailurePolicy, Policy
+from quorum.engine.parallel import ConcurrentWorkflow
 from quorum.engine.runner import run
 from quorum.errors import ConfigError
-from quorum.llm.provider import Provider
 from quorum.llm.types import Reply, Request, Usage
 
 Handler = Callable[[str], Awaitable[Any]]
@@ -77,24 +75,7 @@ class SectioningResult:
         return [k for k in self.__dataclass_fields__ if k in self]
 
 
-class SectioningWorkflow:
-    llm = LazyConnection()
-
-    def __init__(
-        self,
-        model: str | None = None,
-        max_tokens: int = 1024,
-        max_concurrent: int = 5,
-        *,
-        llm: Provider | None = None,
-        policy: Policy = FailurePolicy.IGNORE,
-    ) -> None:
-        self.model = model
-        self.max_tokens = max_tokens
-        self.max_concurrent = max_concurrent
-        self.policy = policy
-        self.llm = llm
-
+class SectioningWorkflow(ConcurrentWorkflow):
     async def run(
         self, sections: Sequence[Section], input_data: str, merge_results: bool = True
     ) -> SectioningResult:

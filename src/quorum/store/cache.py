@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from quorum.llm.provider import Capabilities, Provider
+from quorum.llm.provider import Fronting, Provider
 from quorum.llm.types import Reply, Request, Usage
 
 log = logging.getLogger("quorum.cache")
@@ -147,19 +147,22 @@ class CacheCounts:
 TOTALS = CacheCounts()
 
 
-def reply_to_json(reply: Reply) -> str:
+def reply_fields(reply: Reply) -> dict[str, Any]:
+    """A ``Reply`` as JSON data, its cost and SDK response left out (the cache keeps the
+    cost in a column of its own)."""
     u = reply.usage
-    return json.dumps(
-        {
-            "text": reply.text,
-            "model": reply.model,
-            "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
-            "data": reply.data,
-            "stop_reason": reply.stop_reason,
-            "latency_s": reply.latency_s,
-        },
-        ensure_ascii=False,
-    )
+    return {
+        "text": reply.text,
+        "model": reply.model,
+        "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
+        "data": reply.data,
+        "stop_reason": reply.stop_reason,
+        "latency_s": reply.latency_s,
+    }
+
+
+def reply_to_json(reply: Reply) -> str:
+    return json.dumps(reply_fields(reply), ensure_ascii=False)
 
 
 def reply_from_json(text: str, key: str, cost: float | None) -> Reply:
@@ -201,6 +204,10 @@ class ResponseCache:
             return "", None
         key = request_key(_innermost(provider), request)
         return key, self.get(key)
+
+    def store(self, provider: Provider, request: Request, reply: Reply) -> None:
+        """Store ``reply`` as ``provider``'s answer to ``request`` (as ``put`` does)."""
+        self.put(request_key(_innermost(provider), request), reply)
 
     def get(self, key: str) -> Reply | None:
         """The stored reply for ``key`` (costing $0, its first usage kept), else ``None``."""
@@ -319,7 +326,7 @@ class ResponseCache:
             self._db = None
 
 
-class Cached:
+class Cached(Fronting):
     """``provider`` behind ``cache``: a hit is answered at once, a good miss is stored.
 
     Put it around a ``Connection`` so a hit takes no rate capacity, no retry and no
@@ -329,18 +336,6 @@ class Cached:
     def __init__(self, provider: Provider, cache: ResponseCache) -> None:
         self.provider = provider
         self.cache = cache
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
-
-    @property
-    def model(self) -> str:
-        return self.provider.model
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.provider.capabilities
 
     def __repr__(self) -> str:
         return f"Cached({self.provider!r}, {self.cache!r})"

@@ -121,7 +121,7 @@ class Journal:
     def __init__(self, path: str | Path, *, restart: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _lock(self.path)
+        self._lock_file = hold_lock(self.path)
         self._write_lock = threading.Lock()
         try:
             self._writer = self._connect()
@@ -337,7 +337,7 @@ class Journal:
             self._writer.execute(sql, args)
 
 
-def _lock(path: Path) -> IO[str]:
+def hold_lock(path: Path) -> IO[str]:
     """Hold ``PATH.lock`` for as long as the journal is open; refuse a second process."""
     handle = path.with_name(path.name + ".lock").open("a+")
     try:

@@ -38,6 +38,7 @@ from quorum.engine.connection import Connection
 from quorum.engine.outcome import Outcome, RunResult
 from quorum.errors import ConfigError, QuorumError
 from quorum.llm.types import Reply, Request, Usage
+from quorum.store.cache import reply_fields
 
 
 class ClusterUnavailable(ConfigError):
@@ -259,16 +260,7 @@ def in_flight_for(executor: RayExecutor) -> int:
 
 def reply_to_data(reply: Reply) -> dict[str, Any]:
     """A ``Reply`` as JSON data for the journal (its SDK response and headers left out)."""
-    u = reply.usage
-    return {
-        "text": reply.text,
-        "model": reply.model,
-        "usage": [u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens],
-        "data": reply.data,
-        "stop_reason": reply.stop_reason,
-        "latency_s": reply.latency_s,
-        "cost": reply.cost,
-    }
+    return {**reply_fields(reply), "cost": reply.cost}
 
 
 def reply_from_data(data: dict[str, Any]) -> Reply:

@@ -15,7 +15,6 @@ from typing import Any
 
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 
-from quorum.errors import InvalidReply
 from quorum.llm.anthropic import AnthropicProvider
 from quorum.llm.batches.base import (
     BatchCounts,
@@ -24,11 +23,11 @@ from quorum.llm.batches.base import (
     BatchStatus,
     Intent,
     ItemResult,
-    batch_billed,
-    batch_priced,
+    OnlineBacked,
+    ResultJoin,
+    answered,
     canceled,
     expired,
-    unanswered,
     wire_id,
 )
 from quorum.llm.http_errors import item_error
@@ -38,21 +37,15 @@ CLOCK_SKEW_S = 300.0  # how much earlier than the intent a found batch may claim
 _LIST_PAGE = 100
 
 
-class AnthropicBatches:
+class AnthropicBatches(OnlineBacked[AnthropicProvider]):
     """Message Batches for one model; options as for ``AnthropicProvider``."""
 
     name = "anthropic"
 
     def __init__(self, model: str | None = None, *, limits: BatchLimits = LIMITS, **options: Any) -> None:
-        self._online = AnthropicProvider(model, **options) if model else AnthropicProvider(**options)
-        self.model = self._online.model
-        self.limits = limits
-        # The online adapter's client, request builder and reply reader serve batches too.
+        online = AnthropicProvider(model, **options) if model else AnthropicProvider(**options)
+        super().__init__(online, limits)
         self._client = self._online._client
-        self._boundary = self._online._boundary
-
-    def __repr__(self) -> str:
-        return f"AnthropicBatches(model={self.model!r})"
 
     def _entry(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": wire_id(item.custom_id), "params": self._online._params(item.request)}
@@ -72,13 +65,7 @@ class AnthropicBatches:
         return _status(await self._boundary.guard(self._client.messages.batches.cancel(batch_id)))
 
     async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
-        try:
-            return await self._find(intent, claimed)
-        except Exception as exc:  # the listing pages through the SDK: map its errors here
-            mapped = self._boundary.map(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        return await self._boundary.guard(self._find(intent, claimed))  # the listing pages through the SDK
 
     async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
         """The oldest unclaimed batch of the intent's size created since the intent."""
@@ -93,39 +80,20 @@ class AnthropicBatches:
         return found
 
     async def results(self, batch_id: str, items: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
-        by_wire = {wire_id(item.custom_id): item for item in items}
-        seen: set[str] = set()
+        join = ResultJoin(items)
         lines = await self._boundary.guard(self._client.messages.batches.results(batch_id))
-        reading = aiter(lines)
-        while True:
-            try:
-                line = await anext(reading)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # the JSONL streams through the SDK: map its errors here
-                mapped = self._boundary.map(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
-            item = by_wire.get(line.custom_id)
-            if item is None or item.custom_id in seen:
-                continue  # not ours, or said twice: each result is used once
-            seen.add(item.custom_id)
-            yield self._result(item, line)
-        for missing in unanswered(items, seen, self.name):
+        async for line in self._boundary.each(lines):  # the JSONL streams through the SDK
+            item = join.claim(line.custom_id)
+            if item is not None:
+                yield self._result(item, line)
+        for missing in join.unanswered(self.name):
             yield missing
-
-    async def aclose(self) -> None:
-        await self._online.aclose()
 
     def _result(self, item: BatchItem, line: MessageBatchIndividualResponse) -> ItemResult:
         result = line.result
         if result.type == "succeeded":
-            try:
-                reply = self._online._reply(item.request, result.message, {}, 0.0)
-            except InvalidReply as exc:
-                return ItemResult(item.custom_id, "errored", error=batch_billed(exc))
-            return ItemResult(item.custom_id, "succeeded", reply=batch_priced(reply))
+            message = result.message
+            return answered(item.custom_id, lambda: self._online._reply(item.request, message, {}, 0.0))
         if result.type == "errored":
             inner = result.error.error
             error = item_error(self.name, None, inner.type, inner.message)

@@ -13,9 +13,10 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Generic, Literal, Protocol, TypeVar
 
 from quorum import errors
+from quorum.llm.http_errors import Boundary
 from quorum.llm.types import Reply, Request
 
 BATCH_DISCOUNT = 0.5  # both providers bill batch tokens at half the online price
@@ -112,6 +113,40 @@ class BatchApi(Protocol):
     async def aclose(self) -> None: ...
 
 
+class OnlineAdapter(Protocol):
+    """What a batch adapter borrows from its provider's online adapter."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def _boundary(self) -> Boundary: ...
+
+    async def aclose(self) -> None: ...
+
+
+Online = TypeVar("Online", bound=OnlineAdapter)
+
+
+class OnlineBacked(Generic[Online]):
+    """A batch adapter built on its provider's online adapter: the same client, request
+    builder, reply reader and SDK error mapping serve batches too."""
+
+    name: str
+
+    def __init__(self, online: Online, limits: BatchLimits) -> None:
+        self._online = online
+        self.model = online.model
+        self.limits = limits
+        self._boundary = online._boundary
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"
+
+    async def aclose(self) -> None:
+        await self._online.aclose()
+
+
 def group(
     items: Iterable[BatchItem], limits: BatchLimits, size: Callable[[BatchItem], int]
 ) -> list[list[BatchItem]]:
@@ -148,6 +183,36 @@ def batch_billed(exc: errors.InvalidReply) -> errors.InvalidReply:
     if exc.cost is not None:
         exc.cost *= BATCH_DISCOUNT
     return exc
+
+
+def answered(custom_id: str, read: Callable[[], Reply]) -> ItemResult:
+    """A succeeded item's result: the reply ``read`` gives, at the batch price, or the
+    error when the answer breaks the request's schema (billed at the batch price too)."""
+    try:
+        reply = read()
+    except errors.InvalidReply as exc:
+        return ItemResult(custom_id, "errored", error=batch_billed(exc))
+    return ItemResult(custom_id, "succeeded", reply=batch_priced(reply))
+
+
+class ResultJoin:
+    """Result lines joined to the submitted items by their wire id, each item once:
+    a line that is not ours, or names an item already answered, is passed over."""
+
+    def __init__(self, items: Sequence[BatchItem]) -> None:
+        self.items = items
+        self.seen: set[str] = set()
+        self._by_wire = {wire_id(item.custom_id): item for item in items}
+
+    def claim(self, line_id: str) -> BatchItem | None:
+        item = self._by_wire.get(line_id)
+        if item is None or item.custom_id in self.seen:
+            return None
+        self.seen.add(item.custom_id)
+        return item
+
+    def unanswered(self, provider: str) -> Iterable[ItemResult]:
+        return unanswered(self.items, self.seen, provider)
 
 
 def wire_id(custom_id: str) -> str:

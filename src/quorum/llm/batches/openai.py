@@ -17,7 +17,7 @@ from typing import Any, Literal
 from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
-from quorum.errors import BadRequest, InvalidReply
+from quorum.errors import BadRequest
 from quorum.llm.batches.base import (
     BatchCounts,
     BatchItem,
@@ -25,15 +25,16 @@ from quorum.llm.batches.base import (
     BatchStatus,
     Intent,
     ItemResult,
-    batch_billed,
-    batch_priced,
+    OnlineBacked,
+    ResultJoin,
+    answered,
     canceled,
     expired,
-    unanswered,
     wire_id,
 )
 from quorum.llm.http_errors import item_error
 from quorum.llm.openai import OpenAIProvider
+from quorum.llm.types import Reply
 
 LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
@@ -43,21 +44,15 @@ _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _LIST_PAGE = 100
 
 
-class OpenAIBatches:
+class OpenAIBatches(OnlineBacked[OpenAIProvider]):
     """The Batch API for one model; options as for ``OpenAIProvider``."""
 
     name = "openai"
 
     def __init__(self, model: str | None = None, *, limits: BatchLimits = LIMITS, **options: Any) -> None:
-        self._online = OpenAIProvider(model, **options) if model else OpenAIProvider(**options)
-        self.model = self._online.model
-        self.limits = limits
-        # The online adapter's client, request builder and reply reader serve batches too.
+        online = OpenAIProvider(model, **options) if model else OpenAIProvider(**options)
+        super().__init__(online, limits)
         self._client = self._online._client
-        self._boundary = self._online._boundary
-
-    def __repr__(self) -> str:
-        return f"OpenAIBatches(model={self.model!r})"
 
     def _line(self, item: BatchItem) -> bytes:
         body = self._online._params(item.request)
@@ -84,13 +79,7 @@ class OpenAIBatches:
         return _status(await self._boundary.guard(self._client.batches.cancel(batch_id)))
 
     async def find(self, intent: Intent, claimed: frozenset[str] = frozenset()) -> BatchStatus | None:
-        try:
-            return await self._find(intent, claimed)
-        except Exception as exc:  # the listing pages through the SDK: map its errors here
-            mapped = self._boundary.map(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        return await self._boundary.guard(self._find(intent, claimed))  # the listing pages through the SDK
 
     async def _find(self, intent: Intent, claimed: frozenset[str]) -> BatchStatus | None:
         """The batch whose metadata names the intent (newest first, back to the intent)."""
@@ -106,24 +95,18 @@ class OpenAIBatches:
 
     async def results(self, batch_id: str, items: Sequence[BatchItem]) -> AsyncIterator[ItemResult]:
         batch = await self._boundary.guard(self._client.batches.retrieve(batch_id))
-        by_wire = {wire_id(item.custom_id): item for item in items}
-        seen: set[str] = set()
+        join = ResultJoin(items)
         if batch.status == "failed":
             for each in items:
-                seen.add(each.custom_id)
+                join.seen.add(each.custom_id)
                 yield ItemResult(each.custom_id, "errored", error=self._refused(batch))
         for file_id in (batch.output_file_id, batch.error_file_id):
             for line in await self._lines(file_id):
-                item = by_wire.get(str(line.get("custom_id")))
-                if item is None or item.custom_id in seen:
-                    continue  # not ours, or said twice: each result is used once
-                seen.add(item.custom_id)
-                yield self._result(item, line)
-        for missing in unanswered(items, seen, self.name):
+                item = join.claim(str(line.get("custom_id")))
+                if item is not None:
+                    yield self._result(item, line)
+        for missing in join.unanswered(self.name):
             yield missing
-
-    async def aclose(self) -> None:
-        await self._online.aclose()
 
     async def _lines(self, file_id: str | None) -> list[dict[str, Any]]:
         if not file_id:
@@ -151,12 +134,11 @@ class OpenAIBatches:
             inner = body.get("error") or {}
             failure = item_error(self.name, status, inner.get("type"), str(inner.get("message") or body))
             return ItemResult(item.custom_id, "errored", error=failure)
-        try:
-            answer = self._online._answer(ChatCompletion.model_validate(body))
-            reply = self._online._reply(item.request, answer, {}, 0.0)
-        except InvalidReply as exc:
-            return ItemResult(item.custom_id, "errored", error=batch_billed(exc))
-        return ItemResult(item.custom_id, "succeeded", reply=batch_priced(reply))
+        return answered(item.custom_id, lambda: self._read(item, body))
+
+    def _read(self, item: BatchItem, body: dict[str, Any]) -> Reply:
+        answer = self._online._answer(ChatCompletion.model_validate(body))
+        return self._online._reply(item.request, answer, {}, 0.0)
 
 
 def _status(batch: Batch) -> BatchStatus:
