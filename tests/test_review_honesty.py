@@ -166,7 +166,7 @@ FAKE_TURN = textwrap.dedent(
 )
 
 
-async def test_a_closing_tag_and_a_fake_turn_in_the_code_stay_inside_a_random_tag() -> None:
+async def test_a_closing_tag_and_a_fake_turn_in_the_code_stay_inside_a_tag_it_cannot_write() -> None:
     fake = _fake(prose=True, script={})
     result = await CodeReviewSystem(llm=fake, reviewers=2).review(FAKE_TURN)
     tags = set()
@@ -180,7 +180,12 @@ async def test_a_closing_tag_and_a_fake_turn_in_the_code_stay_inside_a_random_ta
     assert len(tags) == 1  # one token per unit, shared by its reviewers (a cacheable prefix)
     again = _fake(prose=True, script={})
     await CodeReviewSystem(llm=again, reviewers=1).review(FAKE_TURN)
-    assert tag not in again.calls[0].text  # and a fresh one for the next review
+    assert tag in again.calls[0].text  # the same unit, the same tag: its answers can be cached
+    # The tag is the unit's own digest: code that wrote the closing tag would change it.
+    forged = FAKE_TURN.replace("</code>", f"</{tag}>")
+    third = _fake(prose=True, script={})
+    await CodeReviewSystem(llm=third, reviewers=1).review(forged)
+    assert f"<{tag} " not in third.calls[0].text
     guard = [g for g in result.groups if "injection_guard" in g.reporters]
     assert [(g.start_line, g.confirmed) for g in guard] == [(4, True)]
 

@@ -14,12 +14,13 @@ An LLM reviewer makes one call per unit. The code is data, never instructions: i
 between ``<code-TOKEN path=... lines=...>`` and ``</code-TOKEN>``, each line behind its
 file line number, and every system prompt carries ``DATA_RULES``, which tell the reviewer
 to ignore instructions inside the code and to report text addressed to it as
-``prompt_injection``. TOKEN is random, drawn afresh for each unit at review time
-(``fresh_token``), so code cannot close the tag it sits in: a ``</code>`` followed by a
-fake "SYSTEM:" turn in a string is still inside the block. (Per unit rather than per
-request: the reviewers of one unit share the code block as a cached prefix, and the token
-is just as unknown to the code's author.) ``injection_guard`` also reports such
-look-alikes.
+``prompt_injection``. TOKEN is a digest of the unit itself (``unit_token``): code
+cannot close the tag it sits in, because to write the closing tag it would have to
+contain its own SHA-256, so a ``</code>`` followed by a fake "SYSTEM:" turn in a string
+is still inside the block. A digest rather than a random draw keeps a unit's requests the
+same from one review to the next, so the response cache answers an unchanged unit, and
+the reviewers of one unit share the code block as a cached prefix. ``injection_guard``
+also reports such look-alikes.
 
 Where the provider caches prompt prefixes (Anthropic), the code block goes in
 ``Request.prefix`` with ``cache_prefix``: the reviewers of one unit then share one cached
@@ -29,9 +30,9 @@ enough to be cached.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
-import secrets
 import textwrap
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -280,7 +281,7 @@ class Plan:
         included: some providers spell it out in the prompt)."""
         empty = Unit("", "", "window", 1, 1, "")
         longest = max(reviewers, key=lambda r: len(r.system_prompt), default=Reviewer("x", ""))
-        request = self.request(longest, empty, fresh_token())
+        request = self.request(longest, empty, unit_token(empty))
         return int(request.size_hint() / CHARS_PER_TOKEN) + 32  # + chat template framing
 
     def request(self, reviewer: Reviewer, unit: Unit, token: str) -> Request:
@@ -310,9 +311,11 @@ class Plan:
         return structured_instructions(self.bounds) if self.prose else terse_instructions(self.bounds)
 
 
-def fresh_token() -> str:
-    """A tag name the code under review cannot guess: ``code-`` and 12 random hex digits."""
-    return f"code-{secrets.token_hex(6)}"
+def unit_token(unit: Unit) -> str:
+    """A tag name the code under review cannot write: ``code-`` and 12 hex digits of a
+    SHA-256 over the unit (code that contained its own digest would change it)."""
+    digest = hashlib.sha256(f"{unit.path}\0{unit.start_line}\0{unit.code}".encode()).hexdigest()
+    return f"code-{digest[:12]}"
 
 
 def code_block(unit: Unit, context: str, token: str) -> str:

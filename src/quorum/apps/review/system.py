@@ -49,9 +49,9 @@ from quorum.apps.review.reviewers import (
     Selection,
     ask,
     chapter_reviewers,
-    fresh_token,
     load_reviewers,
     select,
+    unit_token,
 )
 from quorum.apps.review.static import InjectionGuard, StaticVoter, static_voter
 from quorum.apps.review.taxonomy import RISKS, risk_rank, severity_rank
@@ -183,7 +183,7 @@ class CodeReviewSystem:
         reviewers = self.selection.llm
         tasks: list[_Task] = []
         for unit in units:
-            token = fresh_token()
+            token = unit_token(unit)
             first = plan.request(reviewers[0], unit, token)
             gate = LeaderFirst(plan.use_prefix and worth_caching(self.llm, first))
             tasks.extend(
