@@ -30,7 +30,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.local
 # The reviewers are the best measured choice (docs/evaluation.md): bandit alone.
 demo: $(VENV)/.local
 	mkdir -p out
-	$(BIN)/quorum review examples/vulnerable_login.py --reviewers bandit --html out/review.html
+	$(BIN)/quorum review examples/vulnerable_login.py --model local --reviewers 5,bandit --html out/review.html
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench
