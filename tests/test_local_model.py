@@ -351,3 +351,38 @@ async def test_a_free_text_max_tokens_larger_than_the_room_left_is_capped_not_re
         await llm.aclose()
     assert reply.usage.input_tokens + reply.usage.output_tokens <= 256
     assert reply.stop_reason in ("end_turn", "max_tokens")
+
+
+LOADS_IN_THREADS = """
+import sys, threading
+import llama_cpp
+from quorum.llm._llama_pool import load_model
+from quorum.llm.local import _default_weights
+
+path = _default_weights()
+for _ in range(6):
+    threads = [
+        threading.Thread(target=lambda: load_model(llama_cpp, path, n_ctx=512, threads=1).close())
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+print("stdout still here", flush=True)
+print("stderr still here", file=sys.stderr, flush=True)
+"""
+
+
+@needs_model
+def test_loads_in_several_threads_leave_stdout_and_stderr_where_they_were() -> None:
+    """llama-cpp-python silences a load by swapping file descriptors 1 and 2; two loads at
+    once used to leave them on /dev/null, so a review ended with exit 0 and no output."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOADS_IN_THREADS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stdout still here" in done.stdout
+    assert "stderr still here" in done.stderr

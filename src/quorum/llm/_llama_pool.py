@@ -224,7 +224,11 @@ class Model:
 def load_model(llama_cpp: ModuleType, path: Path, *, n_ctx: int, threads: int) -> Model:
     """Load one instance of the GGUF file at ``path`` (slow: call it in a worker thread)."""
     try:
-        with _safe_weight_layout():
+        # One load at a time: llama-cpp-python silences a load by pointing file descriptors
+        # 1 and 2 at /dev/null and back (dup/dup2). Two loads in two threads interleave
+        # those swaps and can leave the process's stdout and stderr on /dev/null for good:
+        # a review then ends with exit status 0 and not a word printed.
+        with _LOAD_LOCK, _safe_weight_layout():
             llama = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -251,7 +255,8 @@ def _safe_weight_layout() -> Iterator[None]:
     kernels crash the process (SIGSEGV in ggml_backend_amx_mul_mat, llama.cpp issue
     #20824). llama.cpp's own CLI offers ``--no-repack`` for this; llama-cpp-python does
     not pass the setting through, so its default-parameter function is wrapped while one
-    model loads, under a lock because loads run in several threads.
+    model loads; ``load_model`` holds ``_LOAD_LOCK`` around it, since loads run in several
+    threads.
     """
     low: Any = importlib.import_module("llama_cpp.llama_cpp")
     fields = {name for name, *_ in getattr(low.llama_model_params, "_fields_", [])}
@@ -265,12 +270,11 @@ def _safe_weight_layout() -> Iterator[None]:
         params.use_extra_bufts = False
         return params
 
-    with _LOAD_LOCK:
-        low.llama_model_default_params = without_repacking
-        try:
-            yield
-        finally:
-            low.llama_model_default_params = original
+    low.llama_model_default_params = without_repacking  # safe: the caller holds _LOAD_LOCK
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
 
 
 @functools.cache
