@@ -244,7 +244,7 @@ async def test_a_too_large_request_through_a_connection_is_never_sent_nor_retrie
     assert fake.calls == []
     assert clock.slept == []
     # The slot taken before the refusal was given back: two calls still run at once.
-    fake.latency = 0.001
+    fake.latency = 0.5  # long enough that both are in flight on a loaded machine
     await asyncio.gather(*(llm.complete(Request.of(str(i))) for i in range(2)))
     assert fake.max_in_flight == 2
 
