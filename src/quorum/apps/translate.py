@@ -38,10 +38,10 @@ from quorum.apps.translate_report import (
 )
 from quorum.engine import settings
 from quorum.engine.budget import Budget
+from quorum.engine.collect import run
 from quorum.engine.connection import LazyConnection
 from quorum.engine.context import nest
 from quorum.engine.events import EventSink
-from quorum.engine.runner import run
 from quorum.errors import ConfigError, InvalidReply, TranslationError
 from quorum.llm.provider import Provider
 from quorum.llm.types import Request

@@ -2,6 +2,7 @@
 
 from quorum.engine.budget import Budget
 from quorum.engine.clock import Clock, SystemClock
+from quorum.engine.collect import run
 from quorum.engine.connection import Connection, connect
 from quorum.engine.context import nest
 from quorum.engine.cost import Cost, estimate
@@ -27,7 +28,7 @@ from quorum.engine.parallel import (
 )
 from quorum.engine.policy import FailurePolicy, Policy, Quorum
 from quorum.engine.retry import Retry, is_not_permanent, is_transient
-from quorum.engine.runner import Stream, run, stream
+from quorum.engine.runner import Stream, stream
 from quorum.engine.settings import Settings
 
 __all__ = [

@@ -17,12 +17,12 @@ from typing import Any
 
 from quorum.engine.budget import Budget
 from quorum.engine.clock import SYSTEM_CLOCK, Clock
+from quorum.engine.collect import run
 from quorum.engine.connection import LazyConnection
 from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.policy import FailurePolicy, Policy
 from quorum.engine.retry import CHAPTER_RETRY, Retry
-from quorum.engine.runner import run
 from quorum.errors import RunAborted
 from quorum.llm.provider import Provider
 from quorum.llm.types import Message, Request

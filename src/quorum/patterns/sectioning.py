@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quorum.engine.collect import run
 from quorum.engine.outcome import Outcome, Summary
 from quorum.engine.parallel import ConcurrentWorkflow
-from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.types import Reply, Request, Usage
 

@@ -52,10 +52,10 @@ from quorum.apps.review.system import CodeReviewSystem
 from quorum.apps.review.taxonomy import FAMILIES, parse_cwe
 from quorum.apps.totals import SCHEMA_VERSION, totals
 from quorum.engine.batch_calls import BatchAnswers, CallPlanner, Key, Record
+from quorum.engine.collect import run
 from quorum.engine.connection import Connection
 from quorum.engine.jobs import journaled
 from quorum.engine.outcome import Outcome, RunResult, Summary
-from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.secrets import redact
 from quorum.llm.types import Request

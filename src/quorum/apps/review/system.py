@@ -58,10 +58,10 @@ from quorum.apps.review.taxonomy import RISKS, risk_rank, severity_rank
 from quorum.apps.review.units import DEFAULT_MAX_CHARS, code_budget, cut, overlaps
 from quorum.engine.budget import Budget
 from quorum.engine.clock import SYSTEM_CLOCK
+from quorum.engine.collect import run
 from quorum.engine.connection import LazyConnection
 from quorum.engine.events import EventSink
 from quorum.engine.outcome import Outcome
-from quorum.engine.runner import run
 from quorum.errors import ConfigError
 from quorum.llm.provider import Provider
 from quorum.patterns.fanout import LeaderFirst, worth_caching

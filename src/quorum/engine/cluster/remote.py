@@ -231,8 +231,8 @@ async def run_on(
     options: dict[str, Any],
 ) -> RunResult[Reply]:
     """``run(llm.complete, items, executor=executor, **options)``; see the module."""
+    from quorum.engine.collect import run
     from quorum.engine.jobs import run_journaled
-    from quorum.engine.runner import run
 
     if not isinstance(executor, RayExecutor):
         raise ConfigError(f"executor must be a quorum.RayExecutor, got {executor!r}")
