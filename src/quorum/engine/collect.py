@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quorum.engine.budget import Budget
 from quorum.engine.clock import SYSTEM_CLOCK, Clock
@@ -20,6 +20,9 @@ from quorum.engine.plan import make_plan
 from quorum.engine.policy import FailurePolicy, Policy
 from quorum.engine.retry import Retry
 from quorum.engine.runner import Stream
+
+if TYPE_CHECKING:  # Ray is imported only when a cluster is asked for
+    from quorum.engine.cluster.executor import RayExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,7 +44,7 @@ async def run(
     clock: Clock = SYSTEM_CLOCK,
     label: str = "",
     journal: str | Path | None = None,
-    executor: Any = None,
+    executor: RayExecutor | None = None,
 ) -> RunResult[R]:
     """Run ``fn`` over every item; every outcome in input order, and the summary.
 
