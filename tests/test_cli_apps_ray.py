@@ -6,7 +6,6 @@ start, and for ``--ray`` with ``--batch-api``."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from quorum.cli.main import app
 from quorum.errors import ConfigError
 from quorum.testing.emulator import Emulator
+from ray_cluster import local_cluster
 
 MODEL = "anthropic/claude-haiku-4-5"
 SQL = {  # every reviewer reports the injection on line 2
@@ -51,22 +51,8 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def cluster(emulator: Emulator) -> Iterator[str]:
-    """A local cluster whose workers see the emulator's environment; its address."""
-    ray = pytest.importorskip("ray")
-    saved = {name: os.environ.get(name) for name in emulator.env()}
-    os.environ.update(emulator.env())  # the workers are started with this environment
-    try:
-        context = ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        try:
-            yield str(context.address_info["gcs_address"])
-        finally:
-            ray.shutdown()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with local_cluster(emulator) as address:
+        yield address
 
 
 @pytest.fixture

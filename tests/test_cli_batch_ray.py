@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from quorum.cli.main import app
 from quorum.errors import ConfigError
 from quorum.testing.emulator import Emulator
+from ray_cluster import local_cluster
 
 MODEL = "anthropic/claude-haiku-4-5"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -35,22 +36,8 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def cluster(emulator: Emulator) -> Iterator[str]:
-    """A local cluster whose workers see the emulator's environment; its address."""
-    ray = pytest.importorskip("ray")
-    saved = {name: os.environ.get(name) for name in emulator.env()}
-    os.environ.update(emulator.env())  # the workers are started with this environment
-    try:
-        context = ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        try:
-            yield str(context.address_info["gcs_address"])
-        finally:
-            ray.shutdown()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with local_cluster(emulator) as address:
+        yield address
 
 
 def write_lines(path: Path, count: int) -> Path:
