@@ -15,6 +15,10 @@ Three measurements:
   ``wall_s_run_n`` is the same calls on ``N`` workers through the driver's path of
   ``run(llm.complete, ..., executor=...)`` (a task per call at the driver, a
   ``RemoteConnection``): what that layer costs over ``executor.stream`` (``wall_s_n``).
+  ``wall_s_independent_n`` is ``N`` plain processes sharing the calls with no
+  coordination, started together, and ``speedup_ceiling`` its speedup: the most this
+  machine allows (the clients, the emulator and Ray share its cores), so ``speedup`` is
+  read against it.
 * **a fault**: a quarter of the calls on the cluster, one worker killed with ``ray.kill``
   after a fifth of them came back. ``lost`` and ``duplicated`` count items without an
   outcome and items with more than one; ``fault_redispatched`` the items sent again.
@@ -36,6 +40,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +60,7 @@ def tickets(calls: int) -> list[str]:
     ]
 
 
-async def one_process(url: str, calls: int, concurrency: int) -> dict[str, Any]:
+async def one_process(url: str, calls: int, concurrency: int, start_at: float | None = None) -> dict[str, Any]:
     from quorum.engine import connect, stream
     from quorum.llm import Request
 
@@ -66,6 +71,8 @@ async def one_process(url: str, calls: int, concurrency: int) -> dict[str, Any]:
         return reply.usage.output_tokens
 
     await fn("warm-up")
+    if start_at is not None:  # several processes, started together once all are warm
+        await asyncio.sleep(max(0.0, start_at - time.time()))
     ok = 0
     started = time.perf_counter()
     async with stream(fn, tickets(calls), concurrency=concurrency) as outcomes:
@@ -153,9 +160,25 @@ async def limits_on_cluster(url: str, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+def independent_processes(url: str, args: argparse.Namespace) -> float:
+    """The wall time of ``speed_workers`` plain processes sharing the calls with no
+    coordination at all, started together: the most this machine allows, since the
+    clients, the emulator and Ray share its cores."""
+    share = args.calls // args.speed_workers
+    start_at = time.time() + 8.0  # after every child has imported and warmed up
+    argv = ["--child", "one", "--url", url, "--calls", str(share), "--concurrency", str(args.concurrency)]
+    with ThreadPoolExecutor(args.speed_workers) as pool:
+        children = list(
+            pool.map(lambda _n: run_child(__file__, [*argv, "--start-at", str(start_at)]), range(args.speed_workers))
+        )
+    return max(child["wall_s"] for child in children)
+
+
 def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
     with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
         single = run_child(__file__, ["--child", "one", "--url", emu.url, *_common_args(args)])
+    with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
+        ceiling = independent_processes(emu.url, args)
     with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
         many = asyncio.run(on_cluster(emu.url, args.calls, args.speed_workers, args.concurrency))
     with emulator_process(latency=SPEED_LATENCY, seed=3) as emu:
@@ -169,6 +192,8 @@ def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s_1": round(single["wall_s"], 2),
         "wall_s_n": round(many["wall_s"], 2),
         "speedup": round(single["wall_s"] / many["wall_s"], 2),
+        "wall_s_independent_n": round(ceiling, 2),
+        "speedup_ceiling": round(single["wall_s"] / ceiling, 2),
         "ok_1": single["ok"],
         "ok_n": many["ok"],
     }
@@ -217,10 +242,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["speed", "limits"])
     parser.add_argument("--child", choices=["one"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        child_result(asyncio.run(one_process(args.url, args.calls, args.concurrency)))
+        child_result(asyncio.run(one_process(args.url, args.calls, args.concurrency, args.start_at)))
         return
 
     import ray

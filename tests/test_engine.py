@@ -1025,3 +1025,36 @@ async def test_ready_hands_out_what_finished_without_waiting() -> None:
         rest = flow.ready()
         assert flow.ready() == []  # handed out once
     assert sorted([first.value, *[o.value for o in rest]]) == [0, 1, 2, 3]
+
+
+async def test_pullers_that_waited_on_an_async_source_take_ready_items_at_once() -> None:
+    """Workers piled up behind an async source that waited (a queue gone empty) all take
+    an item within a couple of event-loop turns once items are back. A fair lock hands
+    the source over one waiter per turn: a cluster worker fed that way ran about a
+    quarter of its calls in flight while a hundred items waited in its queue."""
+    from quorum.engine.source import Source
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def items() -> AsyncIterator[int]:
+        while True:
+            yield await queue.get()
+
+    source = Source(items())
+    got: list[tuple[int] | None] = []
+
+    async def pull() -> None:
+        got.append(await source.next())
+
+    pullers = [asyncio.create_task(pull()) for _ in range(20)]
+    await asyncio.sleep(0)  # one puller waits inside the iterator, the others behind it
+    for item in range(20):
+        queue.put_nowait(item)
+    for _ in range(4):
+        await asyncio.sleep(0)
+    try:
+        assert sorted(pulled[0] for pulled in got if pulled is not None) == list(range(20))
+    finally:
+        for puller in pullers:
+            puller.cancel()
+        await asyncio.gather(*pullers, return_exceptions=True)

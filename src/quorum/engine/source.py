@@ -37,7 +37,8 @@ class Source(Generic[T]):
             raise errors.ConfigError(
                 f"tasks must be an iterable or async iterable, got {type(items).__name__}"
             )
-        self._lock = asyncio.Lock()
+        self._pulling = False  # one puller inside the async iterator at a time
+        self._wanting: list[asyncio.Future[None]] = []
         self._done = False
 
     async def next(self) -> tuple[T] | None:
@@ -60,11 +61,27 @@ class Source(Generic[T]):
             raise SourceFailed(errors.describe(exc)) from exc
 
     async def _next_async(self) -> tuple[T]:
+        """One puller at a time, but not a fair lock: a fair lock hands over to one waiter
+        per turn of the event loop, so once workers pile up behind a source that waited
+        (a queue gone empty), they take one item per turn even after the items are
+        back, and the run's concurrency collapses. Here a puller whose item is ready
+        takes it at once, and when a pull that waited ends, every waiter tries again."""
         assert self._async is not None
-        async with self._lock:
-            if self._done:
-                raise StopAsyncIteration
+        while self._pulling:
+            wanting = asyncio.get_running_loop().create_future()
+            self._wanting.append(wanting)
+            await wanting
+        if self._done:
+            raise StopAsyncIteration
+        self._pulling = True
+        try:
             return (await anext(self._async),)
+        finally:
+            self._pulling = False
+            wanting_now, self._wanting = self._wanting, []
+            for waiter in wanting_now:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def aclose(self) -> None:
         self._done = True

@@ -109,9 +109,13 @@ class WorkerService:
         self._ready: asyncio.Event | None = None
         self._serving: asyncio.Task[None] | None = None
         self._lease: LeasedLimit | None = None
+        self._llm: Connection | None = None
 
     async def hello(self) -> str:
-        """Proof that this worker imported quorum (and which version)."""
+        """Proof that this worker imported quorum (and which version) and could build its
+        connection: a worker without the provider's SDK fails here, at the start, and the
+        SDK's import is not paid on the first items."""
+        self._connection()
         return quorum.__version__
 
     async def exchange(self, batch: list[tuple[int, Any]]) -> list[Outcome[Any]]:
@@ -157,12 +161,17 @@ class WorkerService:
             self._serving.add_done_callback(lambda _t: self._ready.set() if self._ready else None)
         return self._inbox
 
+    def _connection(self) -> Connection:
+        if self._llm is None:
+            extra = []
+            if self.limiter is not None:
+                self._lease = LeasedLimit(ActorGrantor(self.limiter), self.name, chunk=self.chunk)
+                extra.append(self._lease)
+            self._llm = self.spec.connect(extra)
+        return self._llm
+
     async def _serve(self) -> None:
-        extra = []
-        if self.limiter is not None:
-            self._lease = LeasedLimit(ActorGrantor(self.limiter), self.name, chunk=self.chunk)
-            extra.append(self._lease)
-        async with self.spec.connect(extra) as llm:
+        async with self._connection() as llm:
 
             async def one(pair: tuple[int, Any]) -> Any:
                 return await self.fn(llm, pair[1])

@@ -14,7 +14,7 @@ call had been made here.
 runs at the driver over ``RemoteConnection.complete``, so its policy, deadline, events,
 task ids and journal (``journal=PATH``: each outcome recorded here as it arrives, and a
 killed driver resumes like any job) are the same as on one machine; only the calls
-travel. The driver keeps ``(workers + 1) x 2 x concurrency`` tasks in flight: each
+travel. The driver keeps ``(workers + 1) x 4 x concurrency`` tasks in flight: each
 worker's window full and one read ahead, no more (memory O(workers x concurrency)).
 
 Only a connection's ``complete`` can be sent this way: any other function would close
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from quorum.engine import context
-from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, ClusterStream, RayExecutor
+from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, WINDOW_PER_CALL, ClusterStream, RayExecutor
 from quorum.engine.cluster.spec import ConnectionSpec
 from quorum.engine.connection import Connection
 from quorum.engine.outcome import Outcome, RunResult
@@ -253,9 +253,9 @@ async def run_on(
 
 
 def in_flight_for(executor: RayExecutor) -> int:
-    """Tasks a driver keeps in flight: every worker's window (``2 x concurrency``) full,
+    """Tasks a driver keeps in flight: every worker's window (``4 x concurrency``) full,
     and one more window read ahead."""
-    return (executor.workers + 1) * 2 * executor.concurrency
+    return (executor.workers + 1) * WINDOW_PER_CALL * executor.concurrency
 
 
 def reply_to_data(reply: Reply) -> dict[str, Any]:
