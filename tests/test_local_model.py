@@ -386,3 +386,36 @@ def test_loads_in_several_threads_leave_stdout_and_stderr_where_they_were() -> N
     assert done.returncode == 0, done.stderr
     assert "stdout still here" in done.stdout
     assert "stderr still here" in done.stderr
+
+
+@needs_model
+async def test_integer_bounds_hold_in_the_grammar_though_llama_cpp_ignores_them(
+    provider: LocalProvider,
+) -> None:
+    """llama.cpp's schema converter drops ``minimum``/``maximum``; the provider turns a
+    bounded integer into the list of its values, so the decoder cannot step outside
+    (a reviewer's line numbers stay inside the unit it saw)."""
+    schema = {
+        "type": "object",
+        "properties": {"line": {"type": "integer", "minimum": 40, "maximum": 44}},
+        "required": ["line"],
+        "additionalProperties": False,
+    }
+    for seed in range(5):
+        reply = await provider.complete(
+            Request.of("The bug is on line 7. Which line is it on?", schema=schema, temperature=1.0, seed=seed)
+        )
+        assert 40 <= reply.data["line"] <= 44
+
+
+def test_bounded_integers_become_the_list_of_their_values() -> None:
+    from quorum.llm.local import grammar_schema
+
+    bounded = {"type": "integer", "minimum": 3, "maximum": 5}
+    nullable = {"type": ["integer", "null"], "minimum": 1, "maximum": 2}
+    wide = {"type": "integer", "minimum": 0, "maximum": 10**6}
+    schema = {"type": "object", "properties": {"a": bounded, "b": {"type": "array", "items": bounded}}}
+    assert grammar_schema(schema)["properties"]["a"] == {"type": "integer", "enum": [3, 4, 5]}
+    assert grammar_schema(schema)["properties"]["b"]["items"]["enum"] == [3, 4, 5]
+    assert grammar_schema(nullable)["enum"] == [1, 2, None]
+    assert grammar_schema(wide) == wide  # too many values to list: left to the check after

@@ -228,3 +228,21 @@ def test_json_speaks_the_commands_token_vocabulary(tmp_path: Path) -> None:
     assert document["schema_version"] == 2
     assert set(document["summary"]["usage"]) >= {"input_tokens", "output_tokens"}
     assert all(set(r["usage"]) >= {"input_tokens", "output_tokens"} for r in document["reviews"])
+
+
+def test_a_reviewers_line_numbers_are_bounded_to_its_unit_in_the_schema() -> None:
+    """The model contributes lines only inside the unit it saw: the request's schema
+    bounds them (a grammar turns the bounds into the only numbers it can write)."""
+    from quorum.apps.review.model import Unit
+    from quorum.apps.review.reviewers import Plan, chapter_reviewers, unit_token
+    from quorum.llm.local import grammar_schema
+    from quorum.llm.provider import Capabilities
+
+    unit = Unit("app.py", "login", "function", 30, 41, "def login():\n    ...\n")
+    for prose in (True, False):
+        plan = Plan.for_model(Capabilities(writes_prose=prose))
+        request = plan.request(chapter_reviewers()[0], unit, unit_token(unit))
+        finding = request.schema["properties"]["findings"]["items"]["properties"]
+        for key in ("start_line", "end_line"):
+            assert (finding[key]["minimum"], finding[key]["maximum"]) == (30, 41)
+            assert grammar_schema(finding[key])["enum"] == list(range(30, 42))

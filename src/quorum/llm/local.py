@@ -146,7 +146,7 @@ class LocalProvider:
     def _grammar(self, schema: Mapping[str, Any] | None) -> Any:
         if schema is None:
             return None
-        return _grammar_for(json.dumps(schema))
+        return _grammar_for(json.dumps(grammar_schema(schema)))
 
     def _generate(self, plan: _Plan, model: Model, cancel: threading.Event) -> _Generated:
         """Run one generation on ``model`` (in a worker thread); stop early on ``cancel``.
@@ -323,6 +323,29 @@ def _chat_messages(request: Request) -> list[dict[str, str]]:
     system = "\n\n".join(p.strip() for p in parts if p.strip())
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+MAX_LISTED_INTEGERS = 2000  # a bounded integer with more values is left to the check after
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` with every integer bounded by ``minimum`` and ``maximum`` written as the
+    list of its values. llama.cpp's converter ignores those bounds (the grammar would let
+    the model write any number, and the check afterwards would refuse the answer); a
+    list of values it turns into alternatives the decoder cannot step outside."""
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: grammar_schema(value) for key, value in schema.items()}
+    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    low, high = out.get("minimum"), out.get("maximum")
+    if "integer" in kinds and isinstance(low, int) and isinstance(high, int) and "enum" not in out:
+        if 0 <= high - low < MAX_LISTED_INTEGERS:
+            values: list[int | None] = list(range(low, high + 1))
+            out = {key: value for key, value in out.items() if key not in ("minimum", "maximum")}
+            out["enum"] = values + ([None] if "null" in kinds else [])
+    return out
 
 
 @functools.lru_cache(maxsize=64)

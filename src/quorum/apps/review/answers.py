@@ -10,8 +10,11 @@ The text answer is the chapter's format (``VULNERABILITY 1:``, ``TYPE:``, ``SEVE
 provider has no structured output or answered text instead. Its free-text ``TYPE`` is
 mapped to a ``Category`` by keywords, its ``LOCATION`` to lines.
 
-Lines a reviewer reports are checked against the unit it saw: numbers that are clearly
-relative to the unit are moved to file lines, anything else outside it is clamped in.
+A request's schema bounds the line numbers to the unit under review (``minimum`` and
+``maximum``: a grammar-constrained decoder cannot step outside them). Lines that arrive
+outside anyway (a provider that takes the schema as a hint, or a text answer) are
+checked against the unit: numbers that are clearly relative to the unit are moved to
+file lines, anything else outside it is clamped in.
 """
 
 from __future__ import annotations
@@ -62,26 +65,30 @@ class Bounds:
                 return bounds
         return ladder[-1]
 
-    def schema(self) -> dict[str, Any]:
-        """The answer's JSON schema (see the module docs)."""
+    def schema(self, lines: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The answer's JSON schema (see the module docs); ``lines`` (first, last) bounds
+        the line numbers to the unit under review."""
         return {
             "type": "object",
             "properties": {
-                "findings": {"type": "array", "items": self._finding(), "maxItems": self.max_findings},
+                "findings": {"type": "array", "items": self._finding(lines), "maxItems": self.max_findings},
                 "overall_risk": {"type": "string", "enum": list(RISK_CHOICES)},
             },
             "required": ["findings", "overall_risk"],
             "additionalProperties": False,
         }
 
-    def _finding(self) -> dict[str, Any]:
+    def _finding(self, lines: tuple[int, int] | None) -> dict[str, Any]:
+        line: dict[str, Any] = {"type": "integer"}
+        if lines is not None:
+            line.update(minimum=lines[0], maximum=lines[1])
         properties: dict[str, Any] = {
             "category": {"type": "string", "enum": [c.value for c in Category]},
             "cwe": {"type": ["integer", "null"]},  # explained in the prompt: small models copy descriptions
             "severity": {"type": "string", "enum": list(SEVERITY_CHOICES)},
             "confidence": {"type": "string", "enum": list(CONFIDENCE_CHOICES)},
-            "start_line": {"type": "integer"},
-            "end_line": {"type": "integer"},
+            "start_line": line,
+            "end_line": line,
         }
         if self.prose:
             properties["description"] = {"type": "string", "maxLength": self.description_chars}

@@ -294,7 +294,8 @@ class Plan:
             "metadata": {"reviewer": reviewer.name, "unit": unit.key},
         }
         if self.structured:
-            options.update(schema=self.bounds.schema(), schema_name="security_review")
+            lines = (unit.start_line, unit.end_line)
+            options.update(schema=self.bounds.schema(lines), schema_name="security_review")
         if self.use_prefix:
             # Everything the reviewers of a unit share comes first (the rules, the code, the
             # task) and only the perspective differs: Anthropic caches that prefix, llama.cpp
