@@ -139,3 +139,22 @@ async def test_a_workflow_takes_a_remote_connection_and_its_calls_are_counted_on
     assert calls(emu) - before == 3
     assert remote.dispatched == 3
     assert run.summary.calls == 3
+
+
+@pytest.mark.ray
+async def test_a_budget_holds_across_the_workers_as_on_one_machine(cluster: None, emu: Emulator) -> None:
+    """Each call reserves its estimated cost at the driver before it is sent, so with 2
+    workers x 8 in flight the spend passes the cap by at most one call (before: by up
+    to everything in flight)."""
+    llm = quorum.connect(MODEL, base_url=emu.url, api_key="test")
+    executor = RayExecutor(workers=2, concurrency=8)
+    budget = quorum.Budget(tokens=100)  # about 12 of these calls
+    before = calls(emu)
+    result = await quorum.run(llm.complete, requests(60), executor=executor, budget=budget)
+    executor.shutdown()
+    sent = calls(emu) - before
+    one_call = max(o.usage.total_tokens for o in result.outcomes if o.ok)
+    assert budget.spent_tokens <= 100 + one_call, (budget.spent_tokens, sent)
+    assert result.summary.counts["ok"] == sent < 60
+    # as on one machine: the calls the cap left out end as BudgetExceeded, none sent
+    assert {o.error_message.split(":")[0] for o in result.outcomes if not o.ok} == {"BudgetExceeded"}

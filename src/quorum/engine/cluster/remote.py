@@ -33,8 +33,10 @@ from typing import Any
 
 from quorum.engine import context
 from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, WINDOW_PER_CALL, ClusterStream, RayExecutor
+from quorum.engine.budget import reserve
 from quorum.engine.cluster.spec import ConnectionSpec
 from quorum.engine.connection import Connection
+from quorum.engine.cost import estimate
 from quorum.engine.outcome import Outcome, RunResult
 from quorum.errors import ConfigError, QuorumError
 from quorum.llm.types import Reply, Request, Usage
@@ -82,20 +84,22 @@ class RemoteConnection(Connection):
         key, hit = cache.lookup(self.provider, request) if cache else ("", None)
         if hit is not None:
             return hit
+        scope = context.current_scope.get()
+        budgets = scope.budgets if scope is not None else ()
         context.check_budget()  # a spent budget sends nothing more, as on one machine
         await self._start()
-        first_byte = request.on_first_byte  # a callback stays here: it is told when the answer is
-        if first_byte is not None:
-            request = replace(request, on_first_byte=None)
-        sent = _Sent(request, asyncio.get_running_loop().create_future())
-        self._feed.put_nowait(sent)
+        # As on one machine, the call's estimated cost is held against every budget until
+        # its answer is charged: with a window of calls out at every worker, checking
+        # only what came back would let all of them pass the cap.
+        held = await reserve(budgets, estimate(request), self._price(budgets), self.model) if budgets else None
         try:
-            outcome = await sent.answer
+            outcome = await self._dispatch(request)
+            _charge(outcome)
         finally:
-            sent.answer.cancel()  # cut off here: a worker's late answer is dropped
-        _charge(outcome)
-        if first_byte is not None and outcome.ok:
-            first_byte()
+            if held is not None:
+                held.settle()
+        if request.on_first_byte is not None and outcome.ok:
+            request.on_first_byte()
         if not outcome.ok:
             raise outcome.error or QuorumError(outcome.error_message or "the call failed on a worker")
         reply = outcome.value
@@ -103,6 +107,18 @@ class RemoteConnection(Connection):
         if key and cache is not None:
             cache.put(key, reply)
         return reply
+
+    async def _dispatch(self, request: Request) -> Outcome[Any]:
+        """``request``'s outcome from a worker. Its first-byte callback stays here (it
+        cannot travel); the caller is told when the answer is back."""
+        if request.on_first_byte is not None:
+            request = replace(request, on_first_byte=None)
+        sent = _Sent(request, asyncio.get_running_loop().create_future())
+        self._feed.put_nowait(sent)
+        try:
+            return await sent.answer
+        finally:
+            sent.answer.cancel()  # cut off here: a worker's late answer is dropped
 
     async def aclose(self) -> None:
         """End the workers and the driver's connection. With nothing awaited any more the
