@@ -153,6 +153,16 @@ def test_workers_that_cannot_import_quorum_are_told_in_one_line() -> None:
     assert "\n" not in str(error)
 
 
+def test_a_worker_without_the_providers_sdk_is_told_apart_from_one_without_quorum() -> None:
+    """Workers build their connection when they start, so a missing provider SDK stops
+    the run there; the error names the module, not quorum."""
+    failure = RuntimeError("ModuleNotFoundError: No module named 'anthropic'")
+    error = str(worker_start_error(failure, None))
+    assert "cannot import 'anthropic'" in error
+    assert "cannot import quorum" not in error
+    assert "quorum[ray]" in error  # the extra that brings quorum and its SDKs
+
+
 async def test_an_unlimited_kind_of_unit_does_not_shrink_leases() -> None:
     clock = VirtualClock()
     ledger = ledger_of(clock, rpm=6000)  # no output-token limit: its chunk is 0, no cap

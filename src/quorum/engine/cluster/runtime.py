@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from types import ModuleType
 from typing import Any
@@ -75,8 +76,16 @@ def check_address(address: str) -> tuple[str, int]:
 def worker_start_error(exc: BaseException, runtime_env: Any) -> ConfigError:
     """What to say when the worker actors could not start (most often: no quorum there)."""
     text = str(exc)
-    missing = "ModuleNotFoundError" in text or "No module named" in text or "ImportError" in text
-    why = "cannot import quorum" if missing else "could not start"
+    named = re.search(r"No module named '([\w.]+)'", text)
+    missing = named.group(1).split(".")[0] if named else None
+    if missing is None and ("ModuleNotFoundError" in text or "ImportError" in text):
+        missing = "quorum"
+    if missing is None:
+        why = "could not start"
+    elif missing == "quorum":
+        why = "cannot import quorum"
+    else:  # quorum is there, the provider's SDK is not (a worker builds its connection first)
+        why = f"cannot import {missing!r}"
     env = f" (runtime_env={runtime_env!r})" if runtime_env else ""
     return ConfigError(
         f"the Ray workers {why}{env}: {_first_line(exc)}; install quorum on the cluster's nodes or "
