@@ -419,3 +419,13 @@ def test_bounded_integers_become_the_list_of_their_values() -> None:
     assert grammar_schema(schema)["properties"]["b"]["items"]["enum"] == [3, 4, 5]
     assert grammar_schema(nullable)["enum"] == [1, 2, None]
     assert grammar_schema(wide) == wide  # too many values to list: left to the check after
+
+
+def test_a_bounded_integer_takes_only_its_digits_in_the_longest_answer() -> None:
+    """The answer's room is what the grammar admits: a line between 30 and 41 is two
+    characters, not any integer's seventeen (reserving those overflowed a 2,048-token
+    context on a unit that fitted before its lines were bounded)."""
+    line = {"type": "integer", "minimum": 30, "maximum": 41}
+    free = {"type": "integer"}
+    assert longest_answer(line) is not None and longest_answer(free) is not None
+    assert longest_answer(free) - longest_answer(line) == 15

@@ -438,7 +438,8 @@ def longest_answer(schema: Mapping[str, Any], *, per_char: int = _PER_CHAR) -> i
     schema; every token spells at least one character, so characters bound tokens.
     ``per_char=1`` gives the length of an answer whose strings need no escapes.
     """
-    return _longest(schema, schema, 0, per_char)
+    admitted = grammar_schema(schema)  # a bounded integer's digits, not any integer's
+    return _longest(admitted, admitted, 0, per_char)
 
 
 def _longest(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, per_char: int) -> int | None:
