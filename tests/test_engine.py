@@ -1058,3 +1058,19 @@ async def test_pullers_that_waited_on_an_async_source_take_ready_items_at_once()
         for puller in pullers:
             puller.cancel()
         await asyncio.gather(*pullers, return_exceptions=True)
+
+
+def test_a_run_that_made_no_call_spent_nothing_rather_than_an_unknown_cost() -> None:
+    """Every answer from the cache: nothing was paid, and the totals say $0, not
+    "cost unknown"; a call with no price keeps the cost unknown."""
+    from quorum.apps.totals import totals
+    from quorum.engine.outcome import Summary
+
+    nothing = Summary()
+    assert nothing.known_cost == 0.0 and nothing.spent_text() == "$0.0000"
+    assert "$0.0000" in nothing.line()
+    assert totals(nothing)["cost_usd"] == 0.0
+    unpriced = Summary(calls=2, unpriced=2)
+    assert unpriced.known_cost is None and unpriced.spent_text() == "cost unknown"
+    partly = Summary(calls=3, cost=0.5, unpriced=1)
+    assert partly.spent_text() == "$0.5000 (+1 unpriced)"

@@ -3,7 +3,7 @@
 Every JSON document a command writes carries ``schema_version`` and a ``summary`` whose
 run totals are spelled the same way everywhere: ``calls``, ``wall_s`` (seconds of wall
 time), ``usage`` (``input_tokens``, ``output_tokens``), ``cost_usd`` (``null`` when a
-price is unknown) and ``stopped`` (why dispatch stopped early, if it did). Per-item times
+price is unknown, 0 when no call was made) and ``stopped`` (why dispatch stopped early, if it did). Per-item times
 are ``wall_s`` too. Bump ``SCHEMA_VERSION`` when a key changes meaning or goes away.
 """
 
@@ -23,7 +23,7 @@ def totals(summary: Summary) -> dict[str, Any]:
         "calls": summary.calls,
         "wall_s": round(summary.wall_s, 3),
         "usage": summary.usage.as_json(),
-        "cost_usd": summary.cost,
+        "cost_usd": summary.known_cost,
         "stopped": stopped_reason(summary),
     }
 
@@ -43,5 +43,4 @@ def stopped_reason(summary: Summary) -> str | None:
     reason = summary.stopped
     if not reason or "budget" not in reason:
         return reason
-    spent = "cost unknown" if summary.cost is None else f"${summary.cost:.4f}"
-    return f"{stopped_cause(summary)}; spent {spent} in all, the calls in flight included"
+    return f"{stopped_cause(summary)}; spent {summary.spent_text()} in all, the calls in flight included"

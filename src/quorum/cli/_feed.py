@@ -71,9 +71,7 @@ def calls_line(s: Summary) -> str:
     """What the calls added up to. Time is "saved" only by calls that did their work:
     when none did, the line says so instead of claiming a saving."""
     by_status = ", ".join(f"{n} {status}" for status, n in sorted(s.counts.items()))
-    cost = "cost unknown" if s.cost is None else f"${s.cost:.4f}"
-    if s.unpriced and s.cost is not None:
-        cost += f" (+{s.unpriced} unpriced)"
+    cost = s.spent_text()
     saved = f"{s.time_saved_s:.2f}s saved" if s.count(Status.OK) else "no call succeeded"
     return (
         f"{plural(s.total, 'task')} ({by_status or 'none'}) in {s.wall_s:.2f}s wall, "

@@ -122,12 +122,25 @@ class Summary:
     def count(self, status: Status) -> int:
         return self.counts.get(status.value, 0)
 
+    @property
+    def known_cost(self) -> float | None:
+        """What the calls cost; ``0.0`` when no call was made (every answer from a cache
+        or a journal), ``None`` when a call had no price and nothing else did."""
+        if self.cost is None and not self.calls and not self.unpriced:
+            return 0.0
+        return self.cost
+
+    def spent_text(self) -> str:
+        """The cost for a person: ``$0.1234``, with the calls no price covered."""
+        cost = self.known_cost
+        if cost is None:
+            return "cost unknown"
+        return f"${cost:.4f}" + (f" (+{self.unpriced} unpriced)" if self.unpriced else "")
+
     def line(self) -> str:
         """One closing line for a terminal."""
         by_status = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        cost = "cost unknown" if self.cost is None else f"${self.cost:.4f}"
-        if self.unpriced and self.cost is not None:
-            cost += f" (+{self.unpriced} unpriced)"
+        cost = self.spent_text()
         return (
             f"{self.total} tasks ({by_status or 'none'}) in {self.wall_s:.2f}s wall, "
             f"{self.busy_s:.2f}s of calls, {self.time_saved_s:.2f}s saved; "

@@ -278,7 +278,7 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "retries": summary.retries,
         "stopped": summary.stopped,
         "usage": usage_json(summary.usage),
-        "cost_usd": _number(summary.cost, 8),
+        "cost_usd": _number(summary.known_cost, 8),
         "unpriced": summary.unpriced,
         "wall_s": _seconds(summary.wall_s),
         "busy_s": _seconds(summary.busy_s),
