@@ -60,7 +60,9 @@ def tickets(calls: int) -> list[str]:
     ]
 
 
-async def one_process(url: str, calls: int, concurrency: int, start_at: float | None = None) -> dict[str, Any]:
+async def one_process(
+    url: str, calls: int, concurrency: int, start_at: float | None = None
+) -> dict[str, Any]:
     from quorum.engine import connect, stream
     from quorum.llm import Request
 
@@ -167,10 +169,9 @@ def independent_processes(url: str, args: argparse.Namespace) -> float:
     share = args.calls // args.speed_workers
     start_at = time.time() + 8.0  # after every child has imported and warmed up
     argv = ["--child", "one", "--url", url, "--calls", str(share), "--concurrency", str(args.concurrency)]
+    child_argv = [*argv, "--start-at", str(start_at)]
     with ThreadPoolExecutor(args.speed_workers) as pool:
-        children = list(
-            pool.map(lambda _n: run_child(__file__, [*argv, "--start-at", str(start_at)]), range(args.speed_workers))
-        )
+        children = list(pool.map(lambda _n: run_child(__file__, child_argv), range(args.speed_workers)))
     return max(child["wall_s"] for child in children)
 
 

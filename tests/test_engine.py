@@ -1067,10 +1067,12 @@ def test_a_run_that_made_no_call_spent_nothing_rather_than_an_unknown_cost() -> 
     from quorum.engine.outcome import Summary
 
     nothing = Summary()
-    assert nothing.known_cost == 0.0 and nothing.spent_text() == "$0.0000"
+    assert nothing.known_cost == 0.0
+    assert nothing.spent_text() == "$0.0000"
     assert "$0.0000" in nothing.line()
     assert totals(nothing)["cost_usd"] == 0.0
     unpriced = Summary(calls=2, unpriced=2)
-    assert unpriced.known_cost is None and unpriced.spent_text() == "cost unknown"
+    assert unpriced.known_cost is None
+    assert unpriced.spent_text() == "cost unknown"
     partly = Summary(calls=3, cost=0.5, unpriced=1)
     assert partly.spent_text() == "$0.5000 (+1 unpriced)"

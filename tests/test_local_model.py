@@ -403,7 +403,7 @@ async def test_integer_bounds_hold_in_the_grammar_though_llama_cpp_ignores_them(
     }
     for seed in range(5):
         reply = await provider.complete(
-            Request.of("The bug is on line 7. Which line is it on?", schema=schema, temperature=1.0, seed=seed)
+            Request.of("The bug is on line 7. Which line is it?", schema=schema, temperature=1.0, seed=seed)
         )
         assert 40 <= reply.data["line"] <= 44
 
@@ -427,5 +427,6 @@ def test_a_bounded_integer_takes_only_its_digits_in_the_longest_answer() -> None
     context on a unit that fitted before its lines were bounded)."""
     line = {"type": "integer", "minimum": 30, "maximum": 41}
     free = {"type": "integer"}
-    assert longest_answer(line) is not None and longest_answer(free) is not None
+    assert longest_answer(line) is not None
+    assert longest_answer(free) is not None
     assert longest_answer(free) - longest_answer(line) == 15

@@ -3,8 +3,9 @@
 Every JSON document a command writes carries ``schema_version`` and a ``summary`` whose
 run totals are spelled the same way everywhere: ``calls``, ``wall_s`` (seconds of wall
 time), ``usage`` (``input_tokens``, ``output_tokens``), ``cost_usd`` (``null`` when a
-price is unknown, 0 when no call was made) and ``stopped`` (why dispatch stopped early, if it did). Per-item times
-are ``wall_s`` too. Bump ``SCHEMA_VERSION`` when a key changes meaning or goes away.
+price is unknown, 0 when no call was made) and ``stopped`` (why dispatch stopped early,
+if it did). Per-item times are ``wall_s`` too. Bump ``SCHEMA_VERSION`` when a key changes
+meaning or goes away.
 """
 
 from __future__ import annotations

@@ -338,13 +338,15 @@ def grammar_schema(schema: Any) -> Any:
     if not isinstance(schema, Mapping):
         return schema
     out = {key: grammar_schema(value) for key, value in schema.items()}
-    kinds = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    kind = out.get("type")
+    kinds: list[Any] = kind if isinstance(kind, list) else [kind]
     low, high = out.get("minimum"), out.get("maximum")
-    if "integer" in kinds and isinstance(low, int) and isinstance(high, int) and "enum" not in out:
-        if 0 <= high - low < MAX_LISTED_INTEGERS:
-            values: list[int | None] = list(range(low, high + 1))
-            out = {key: value for key, value in out.items() if key not in ("minimum", "maximum")}
-            out["enum"] = values + ([None] if "null" in kinds else [])
+    if not (isinstance(low, int) and isinstance(high, int)) or "enum" in out:
+        return out
+    if "integer" in kinds and 0 <= high - low < MAX_LISTED_INTEGERS:
+        values: list[int | None] = list(range(low, high + 1))
+        out = {key: value for key, value in out.items() if key not in ("minimum", "maximum")}
+        out["enum"] = values + ([None] if "null" in kinds else [])
     return out
 
 

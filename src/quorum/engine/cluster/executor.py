@@ -14,7 +14,8 @@ the account's one limiter actor (``ledger.py``, ``lease.py``)::
 
 Flow control: each worker holds at most ``4 x concurrency`` items (its engine runs
 ``concurrency`` of them; the rest wait there, or are done and wait for the next exchange,
-so it never idles between pushes: with ``2 x`` a worker ran dry a third of the time, an exchange taking 40-90 ms on a busy machine), so the
+so it never idles between pushes: with ``2 x`` a worker ran dry a third of the time, an
+exchange taking 40-90 ms from the driver's send to the worker on a busy machine), so the
 driver's memory is O(workers x concurrency) whatever the number of items; items go out
 in batches and outcomes come back in batches (all that finished since the last exchange), so
 the messages per item shrink as the load grows.

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from quorum.engine import context
-from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, WINDOW_PER_CALL, ClusterStream, RayExecutor
 from quorum.engine.budget import reserve
+from quorum.engine.cluster.executor import FINISH_TIMEOUT_S, WINDOW_PER_CALL, ClusterStream, RayExecutor
 from quorum.engine.cluster.spec import ConnectionSpec
 from quorum.engine.connection import Connection
 from quorum.engine.cost import estimate
@@ -91,7 +91,8 @@ class RemoteConnection(Connection):
         # As on one machine, the call's estimated cost is held against every budget until
         # its answer is charged: with a window of calls out at every worker, checking
         # only what came back would let all of them pass the cap.
-        held = await reserve(budgets, estimate(request), self._price(budgets), self.model) if budgets else None
+        price = self._price(budgets)
+        held = await reserve(budgets, estimate(request), price, self.model) if budgets else None
         try:
             outcome = await self._dispatch(request)
             _charge(outcome)
