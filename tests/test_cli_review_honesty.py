@@ -213,3 +213,12 @@ def test_diff_head_reviews_new_untracked_files(cli: CliRunner, tmp_path: Path) -
     document = json.loads(result.stdout)
     assert [Path(f).name for f in document["files"]] == ["new.py"]
     assert any(g["confirmed"] and g["category"] == "sql_injection" for g in document["groups"])
+
+
+def test_a_review_by_static_voters_alone_names_no_model(cli: CliRunner) -> None:
+    """``--reviewers bandit`` asks no model, so none is announced (it used to say which
+    model would run, and why)."""
+    result = cli.invoke(app, ["review", str(EXAMPLE), "--reviewers", "bandit"])
+    assert result.exit_code == 0, result.stderr
+    assert "model:" not in result.stderr
+    assert "bandit" in result.stdout

@@ -146,11 +146,13 @@ class Settings:
         """``--timeout``: seconds per call attempt, given to the connection."""
         return self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S
 
-    def connect(self) -> Connection:
-        """The connection for this run; says on stderr which model runs and why."""
+    def connect(self, *, announce: bool = True) -> Connection:
+        """The connection for this run; says on stderr which model runs and why (unless
+        ``announce`` is false: a review by static voters alone asks no model)."""
         model, why = (self.model, "--model") if self.model else default_model()
         provider, _ = parse_model(model)
-        stderr.print(f"[dim]model: {escape(model)} ({why})[/dim]")
+        if announce:
+            stderr.print(f"[dim]model: {escape(model)} ({why})[/dim]")
         # Anthropic limits input tokens per minute; OpenAI-style servers limit all tokens.
         anthropic = provider == "anthropic"
         return connect(

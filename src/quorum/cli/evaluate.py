@@ -42,6 +42,7 @@ from quorum.apps.review.evaluate import (
     load_families,
     plan_reviews,
 )
+from quorum.apps.review.reviewers import static_only
 from quorum.apps.review.system import CodeReviewSystem
 from quorum.cli._feed import Feed
 from quorum.cli.batch_api import (
@@ -153,7 +154,7 @@ def review(
         families = load_families(data)
         feed = Feed("eval", group=lambda event: event.run or "eval")
         spec = int(reviewers) if reviewers and reviewers.isdigit() else reviewers
-        async with calls_on(executor, settings.connect()) as llm:
+        async with calls_on(executor, settings.connect(announce=not static_only(reviewers))) as llm:
             with feed, settings.in_force() as run:
                 # --timeout is the connection's, per call attempt; the review's tasks get
                 # none of their own, so a refused connection is reported as refused.

@@ -33,6 +33,7 @@ from quorum.apps.review.report_json import dumps
 from quorum.apps.review.report_markdown import to_markdown
 from quorum.apps.review.report_sarif import to_sarif
 from quorum.apps.review.report_text import format_counts, format_review_report, plural
+from quorum.apps.review.reviewers import static_only
 from quorum.apps.review.system import DEFAULT_CONTEXT, CodeReviewSystem
 from quorum.apps.review.taxonomy import SEVERITIES, severity_rank
 from quorum.cli._feed import Feed
@@ -122,7 +123,7 @@ def command(
     async def work() -> CodeReviewResult:
         feed = Feed("review", group=lambda event: event.task_id.split("@", 1)[0])
         system = CodeReviewSystem(
-            llm=settings.connect(),
+            llm=settings.connect(announce=not static_only(reviewers)),
             confirmation_threshold=confirm or 1,
             reviewers=_reviewer_spec(reviewers),
             reviewers_file=reviewers_file,

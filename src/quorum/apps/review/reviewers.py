@@ -167,6 +167,14 @@ def select(
     return Selection(_unique(llm), list(dict.fromkeys(static)))
 
 
+def static_only(spec: str | int | None) -> bool:
+    """Whether ``spec`` names static voters alone (``bandit``): then no model is asked."""
+    if not isinstance(spec, str):
+        return False
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    return bool(tokens) and all(t in OPTIONAL_STATIC for t in tokens)
+
+
 def _choose(
     token: str | Reviewer | Mapping[str, Any],
     pool: list[Reviewer],
