@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
+from quorum.errors import ConfigError
 from quorum.testing.emulator import Emulator
 
 
@@ -31,3 +33,22 @@ def local_cluster(emulator: Emulator) -> Iterator[str]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class UnstartableExecutor:
+    """A ``RayExecutor`` whose workers cannot start (as when quorum is missing on the nodes)."""
+
+    def __init__(self, address: str | None, *, workers: int, concurrency: int) -> None:
+        self.workers, self.concurrency = workers, concurrency
+
+    def check_address(self) -> None:
+        pass
+
+    def stream(self, *_args: Any, **_options: Any) -> Any:
+        return self
+
+    async def __aenter__(self) -> None:
+        raise ConfigError("the Ray workers cannot import quorum: No module named 'quorum'")
+
+    def shutdown(self) -> None:
+        pass

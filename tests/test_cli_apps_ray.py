@@ -15,26 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from quorum.cli.main import app
-from quorum.errors import ConfigError
 from quorum.testing.emulator import Emulator
-from ray_cluster import local_cluster
+from ray_cluster import UnstartableExecutor, local_cluster
+from test_cli_eval_journal import SQL
 
 MODEL = "anthropic/claude-haiku-4-5"
-SQL = {  # every reviewer reports the injection on line 2
-    "findings": [
-        {
-            "category": "sql_injection",
-            "cwe": 89,
-            "severity": "high",
-            "confidence": "high",
-            "start_line": 2,
-            "end_line": 2,
-            "description": "query built from input",
-            "recommendation": "use parameters",
-        }
-    ],
-    "overall_risk": "high",
-}
 RULES = [
     {"match": "rocks for brains", "data": {"decision": "rejected", "confidence": "high"}},
     {"match": "Classify the following", "data": {"decision": "acceptable", "confidence": "high"}},
@@ -166,30 +151,11 @@ def test_ray_with_the_batch_api_is_refused(command: str, tmp_path: Path) -> None
     assert "does not go with --batch-api" in one_line(done.stderr)
 
 
-class _Unstartable:
-    """A ``RayExecutor`` whose workers cannot start (as when quorum is missing on the nodes)."""
-
-    def __init__(self, address: str | None, *, workers: int, concurrency: int) -> None:
-        self.workers, self.concurrency = workers, concurrency
-
-    def check_address(self) -> None:
-        pass
-
-    def stream(self, *_args: Any, **_options: Any) -> Any:
-        return self
-
-    async def __aenter__(self) -> None:
-        raise ConfigError("the Ray workers cannot import quorum: No module named 'quorum'")
-
-    def shutdown(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("command", ["moderate", "eval"])
 def test_workers_that_cannot_start_stop_the_command_in_one_line(
     command: str, tmp_path: Path, online: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("quorum.engine.cluster.RayExecutor", _Unstartable)
+    monkeypatch.setattr("quorum.engine.cluster.RayExecutor", UnstartableExecutor)
     args = arguments(command, tmp_path)
     before = online.stats.count(path="/v1/messages")
     done = CliRunner().invoke(app, [*args, "--ray"])

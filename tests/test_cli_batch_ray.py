@@ -20,9 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from quorum.cli.main import app
-from quorum.errors import ConfigError
 from quorum.testing.emulator import Emulator
-from ray_cluster import local_cluster
+from ray_cluster import UnstartableExecutor, local_cluster
 
 MODEL = "anthropic/claude-haiku-4-5"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -175,30 +174,11 @@ def test_a_sigkilled_driver_resumes_from_its_journal_each_id_once(
     assert calls(emulator) - before - paid == 60 - kept  # nothing journaled was paid again
 
 
-class _Unstartable:
-    """A ``RayExecutor`` whose workers cannot start (as when quorum is missing on the nodes)."""
-
-    def __init__(self, address: str | None, *, workers: int, concurrency: int) -> None:
-        self.workers, self.concurrency = workers, concurrency
-
-    def check_address(self) -> None:
-        pass
-
-    def stream(self, *_args: Any, **_options: Any) -> Any:
-        return self
-
-    async def __aenter__(self) -> None:
-        raise ConfigError("the Ray workers cannot import quorum: No module named 'quorum'")
-
-    def shutdown(self) -> None:
-        pass
-
-
 def test_workers_that_cannot_start_stop_the_job_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("ray")
-    monkeypatch.setattr("quorum.engine.cluster.RayExecutor", _Unstartable)
+    monkeypatch.setattr("quorum.engine.cluster.RayExecutor", UnstartableExecutor)
     source = write_lines(tmp_path / "in.jsonl", 5)
     out = tmp_path / "o.jsonl"
     done = CliRunner().invoke(app, ["batch", str(source), "-o", str(out), "-m", "fake", "--ray"])

@@ -32,7 +32,7 @@ from quorum.apps.review.report_html import to_html
 from quorum.apps.review.report_json import dumps
 from quorum.apps.review.report_markdown import to_markdown
 from quorum.apps.review.report_sarif import to_sarif
-from quorum.apps.review.report_text import format_counts, format_review_report, plural
+from quorum.apps.review.report_text import files_line, format_counts, format_review_report, plural
 from quorum.apps.review.reviewers import static_only
 from quorum.apps.review.system import DEFAULT_CONTEXT, CodeReviewSystem
 from quorum.apps.review.taxonomy import SEVERITIES, severity_rank
@@ -212,7 +212,7 @@ def _threshold(confirm: int | None, system: CodeReviewSystem) -> int:
 
 def _verdict(result: CodeReviewResult, fail_on: str | None) -> int:
     """The exit status (see the module docs), with its reason on stderr."""
-    stderr.print(f"[dim]files: {escape(_files_line(result))}[/dim]", markup=True, highlight=False)
+    stderr.print(f"[dim]files: {escape(files_line(result))}[/dim]", markup=True, highlight=False)
     if result.nothing_reviewed:
         fail(_nothing_reviewed(result), code=EXIT_NOTHING_DONE)
     failures = _failures_line(result)
@@ -223,14 +223,6 @@ def _verdict(result: CodeReviewResult, fail_on: str | None) -> int:
         stderr.print(f"[red]--fail-on {fail_on}:[/red] {escape(tripped)}", markup=True, highlight=False)
         return EXIT_FAIL_ON
     return EXIT_FAILED if failures else 0
-
-
-def _files_line(result: CodeReviewResult) -> str:
-    """``3 reviewed, 2 skipped (1 too large, 1 vendored)``: the closing count of files."""
-    line = f"{len(result.files)} reviewed"
-    if result.skipped:
-        line += f", {len(result.skipped)} skipped ({format_counts(result.skipped_counts())})"
-    return line
 
 
 def _nothing_reviewed(result: CodeReviewResult) -> str:

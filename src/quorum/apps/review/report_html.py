@@ -37,7 +37,7 @@ from quorum.apps.review.report_json import (
     group_ids,
     reviewer_names,
 )
-from quorum.apps.review.report_text import format_cost, format_counts
+from quorum.apps.review.report_text import format_cost, format_counts, skipped_count
 
 _FAILED_STATUSES = {"error", "timeout"}
 
@@ -137,7 +137,7 @@ def _stats(result: CodeReviewResult) -> list[tuple[str, str]]:
         ("Confirmed findings", str(len(result.confirmed))),
         ("Potential issues", str(len(result.potential))),
         ("Files reviewed", str(len(result.files))),
-        ("Files skipped", _skipped_line(result)),
+        ("Files skipped", skipped_count(result)),
         ("Reviewers", str(len(reviewer_names(result)))),
     ]
     if summary.total:
@@ -155,12 +155,6 @@ def _stats(result: CodeReviewResult) -> list[tuple[str, str]]:
     if summary.stopped:
         stats.append(("Stopped early", summary.stopped))
     return stats
-
-
-def _skipped_line(result: CodeReviewResult) -> str:
-    if not result.skipped:
-        return "0"
-    return f"{len(result.skipped)} ({format_counts(result.skipped_counts())})"
 
 
 def _time_bars(result: CodeReviewResult) -> str:

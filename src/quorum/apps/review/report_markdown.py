@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from quorum.apps.review.model import CodeReviewResult, FindingGroup
 from quorum.apps.review.reference import ADVISORY_NOTE
 from quorum.apps.review.report_json import Excerpt, category_title, excerpt, group_cwe, reviewer_names
-from quorum.apps.review.report_text import format_cost, format_counts
+from quorum.apps.review.report_text import files_line, format_cost, format_counts
 
 _DESCRIPTION_CLIP = 160  # characters of a description in the potential-issues table
 _LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".go": "go", ".rb": "ruby"}
@@ -52,7 +52,7 @@ def _summary(result: CodeReviewResult) -> str:
     rows = [
         ("Overall risk", risk),
         ("Findings", _findings_line(result)),
-        ("Files", _files_line(result)),
+        ("Files", _text(files_line(result))),
         ("Reviewers", str(len(reviewer_names(result)))),
     ]
     if result.model:
@@ -75,13 +75,6 @@ def _findings_line(result: CodeReviewResult) -> str:
         f"{len(result.confirmed)} confirmed, {len(result.potential)} potential "
         f"(confirmed at {threshold} or more votes)"
     )
-
-
-def _files_line(result: CodeReviewResult) -> str:
-    line = f"{len(result.files)} reviewed"
-    if result.skipped:
-        line += f", {len(result.skipped)} skipped ({_text(format_counts(result.skipped_counts()))})"
-    return line
 
 
 def _calls_line(result: CodeReviewResult) -> str:

@@ -52,6 +52,21 @@ def format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {what}" for what, n in ordered)
 
 
+def skipped_count(result: CodeReviewResult, what: str = "") -> str:
+    """``2 skipped (1 too large, 1 vendored)`` (with ``what="skipped"``): the files
+    skipped, by reason."""
+    if not result.skipped:
+        return "0"
+    counted = f"{len(result.skipped)} {what}".rstrip()
+    return f"{counted} ({format_counts(result.skipped_counts())})"
+
+
+def files_line(result: CodeReviewResult) -> str:
+    """``3 reviewed, 2 skipped (1 too large, 1 vendored)``: the closing count of files."""
+    line = f"{len(result.files)} reviewed"
+    return f"{line}, {skipped_count(result, 'skipped')}" if result.skipped else line
+
+
 def _overall(result: CodeReviewResult) -> list[str]:
     risk = result.risk_consensus.upper()
     if result.risk_from_reviewers and result.risk_from_reviewers != result.risk_consensus:
@@ -68,7 +83,7 @@ def _overall(result: CodeReviewResult) -> list[str]:
     if result.files or result.skipped:
         lines.append(f"Files Reviewed: {len(result.files)}")
     if result.skipped:
-        lines.append(f"Files Skipped: {len(result.skipped)} ({format_counts(result.skipped_counts())})")
+        lines.append(f"Files Skipped: {skipped_count(result)}")
     return [*lines, ""]
 
 
