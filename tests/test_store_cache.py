@@ -19,7 +19,7 @@ import quorum
 from quorum.llm.fake import FakeProvider
 from quorum.llm.pricing import Price
 from quorum.llm.types import Message, Reply, Request, Usage
-from quorum.store.cache import Cached, CacheHit, ResponseCache, request_key
+from quorum.store.cache import LOCKS_IN_A_ROW, Cached, CacheHit, ResponseCache, request_key
 
 BASE = Request.of("Is this fine?", system="You judge.", max_tokens=50)
 
@@ -168,6 +168,45 @@ async def test_a_corrupt_cache_file_means_no_cache_and_one_warning(
     assert "running without a cache" in warnings[0].getMessage()
 
 
+def test_a_lock_held_for_a_moment_costs_one_store_not_the_cache(tmp_path: Path) -> None:
+    """Another process writing for longer than ``busy_s`` (a busy machine, a prune) skips
+    this process's store; the reads go on (WAL) and so does the cache once the lock goes."""
+    path = tmp_path / "c.sqlite3"
+    cache = ResponseCache(path, busy_s=0.05)
+    cache.put("before", Reply(text="x", model="m"))
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    holder.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+    try:
+        cache.put("during", Reply(text="y", model="m"))
+        assert cache.get("before") is not None  # a hit whose bookkeeping could not be written
+        assert cache.working
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    cache.put("after", Reply(text="z", model="m"))
+    assert cache.get("during") is None
+    assert cache.get("after") is not None
+    assert cache.working
+
+
+def test_a_cache_created_by_two_processes_at_once_stays_on(tmp_path: Path) -> None:
+    """The first open of a new file switches it to WAL, which needs the file to itself: a
+    second process opening it then waits, and a wait past ``busy_s`` only delays the open."""
+    path = tmp_path / "c.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    holder.execute("BEGIN EXCLUSIVE")  # the other process, creating the file in rollback mode
+    cache = ResponseCache(path, busy_s=0.05)
+    try:
+        cache.put("early", Reply(text="x", model="m"))
+        assert cache.working
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    cache.put("later", Reply(text="y", model="m"))
+    assert cache.get("later") is not None
+    assert cache.working
+
+
 async def test_a_locked_cache_file_means_no_cache_not_a_stalled_run(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     warm = ResponseCache(path)
@@ -181,9 +220,11 @@ async def test_a_locked_cache_file_means_no_cache_not_a_stalled_run(tmp_path: Pa
         fake = FakeProvider(responder=lambda r: "fine")
         llm = quorum.connect(fake, cache=cache)
         assert (await llm.complete(BASE)).text == "fine"
-        assert (await llm.complete(BASE)).text == "fine"
+        assert cache.working  # one lock may be a moment's: the cache stays on
+        for _ in range(LOCKS_IN_A_ROW - 1):
+            assert (await llm.complete(BASE)).text == "fine"
         assert not cache.working
-        assert len(fake.calls) == 2
+        assert len(fake.calls) == LOCKS_IN_A_ROW
     finally:
         holder.close()
 

@@ -16,9 +16,11 @@ five entries back.
 Storage is SQLite from the standard library in WAL mode, so several processes on one
 machine read and write one file at once. It lives in ``$QUORUM_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/quorum``, else ``~/.cache/quorum``. Errors, cut-off answers and invalid
-replies are never stored (an invalid reply is an exception, never a ``Reply``). A file
-that is corrupt, locked past ``busy_s`` or read-only turns the cache off for the rest of
-the process with one warning: a broken cache never fails a run.
+replies are never stored (an invalid reply is an exception, never a ``Reply``). Another
+process holding the file's lock past ``busy_s`` costs one lookup or one store, not the
+cache: the call goes on as a miss, or unstored. A file that is corrupt or read-only, or
+locked ``LOCKS_IN_A_ROW`` times in a row, turns the cache off for the rest of the process
+with one warning: a broken cache never fails a run.
 
 ``Cached(provider, cache)`` is the cache as a wrapper: the same ``complete(request)``.
 Around a ``Connection`` (the outermost place) a hit skips the limits, the retries and the
@@ -48,6 +50,9 @@ log = logging.getLogger("quorum.cache")
 KEY_VERSION = 1
 SAMPLE = "sample"  # the metadata key of the sample index
 FILE_NAME = "responses.sqlite3"
+# Locks past busy_s, one after the other, that mean the file is held for good (a stuck
+# process) rather than busy for a moment; each one delays its call by busy_s.
+LOCKS_IN_A_ROW = 3
 # Request fields that never change the answer: a callback, a hint to cache a prompt
 # prefix (it changes the bill, not the reply) and free-form labels (the sample index is
 # read from them on purpose).
@@ -188,6 +193,7 @@ class ResponseCache:
         self.counts = CacheCounts()
         self._db: sqlite3.Connection | None = None
         self._broken: str | None = None
+        self._locks_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
@@ -216,15 +222,19 @@ class ResponseCache:
             return None
         try:
             row = db.execute("SELECT reply, cost FROM replies WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                self.counts.misses += 1
-                TOTALS.misses += 1
-                return None
-            db.execute("UPDATE replies SET used = ?, hits = hits + 1 WHERE key = ?", (time.time(), key))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            row = None
+        if row is None:
+            self.counts.misses += 1
+            TOTALS.misses += 1
+            return None
+        try:
             reply = reply_from_json(row[0], key, row[1])
-        except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             self._give_up(exc)
             return None
+        self._touch(db, key)
         for counts in (self.counts, TOTALS):
             counts.hits += 1
             counts.saved += row[1] or 0.0
@@ -243,9 +253,13 @@ class ResponseCache:
                 "INSERT OR REPLACE INTO replies (key, reply, cost, created, used) VALUES (?, ?, ?, ?, ?)",
                 (key, reply_to_json(reply), reply.cost, now, now),
             )
-        except (sqlite3.Error, TypeError, ValueError) as exc:
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        except (TypeError, ValueError) as exc:
             self._give_up(exc)
             return
+        self._locks_in_a_row = 0
         self.counts.stored += 1
         TOTALS.stored += 1
 
@@ -291,24 +305,48 @@ class ResponseCache:
             self._db.close()
             self._db = None
 
+    def _touch(self, db: sqlite3.Connection, key: str) -> None:
+        """Note a hit's use for ``prune``; bookkeeping, so a lock only skips it."""
+        try:
+            db.execute("UPDATE replies SET used = ?, hits = hits + 1 WHERE key = ?", (time.time(), key))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        self._locks_in_a_row = 0
+
     # -- opening and failing ---------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection | None:
         if self._db is not None or self._broken is not None:
             return self._db
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
                 self.path, timeout=self.busy_s, isolation_level=None, check_same_thread=False
             )
+            # Switching a new file to WAL needs it to itself: a second process creating the
+            # same file at that moment waits, and past busy_s tries again on its next call.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a cache may lose its last writes on power loss
             db.execute(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
-            self._give_up(exc)
+            if db is not None:
+                db.close()
+            self._failed(exc)
             return None
         self._db = db
         return db
+
+    def _failed(self, exc: BaseException) -> None:
+        """A lock another process holds costs this one operation, until ``LOCKS_IN_A_ROW``
+        of them say the file is held for good; anything else turns the cache off."""
+        if _is_lock(exc):
+            self._locks_in_a_row += 1
+            if self._locks_in_a_row < LOCKS_IN_A_ROW:
+                log.debug("the response cache %s is locked by another process; skipped once", self.path)
+                return
+        self._give_up(exc)
 
     def _give_up(self, exc: BaseException) -> None:
         self._broken = f"{type(exc).__name__}: {exc}"
@@ -353,6 +391,12 @@ class Cached(Fronting):
         closer = getattr(self.provider, "aclose", None)
         if closer is not None:
             await closer()
+
+
+def _is_lock(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, with any extended code: another connection's lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _innermost(provider: Provider) -> Provider:
