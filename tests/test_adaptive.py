@@ -221,7 +221,9 @@ async def test_failed_votes_count_as_asked_but_not_as_votes() -> None:
 async def test_an_adaptive_stop_cancels_the_calls_in_flight_and_skips_the_rest() -> None:
     # Seven voters, three at a time. v0..v3 answer quickly and agree; v4..v6 would take
     # LONG. After v3: 4 agree, 3 outstanding, so the vote is decided.
-    rules = [rule(i, "acceptable", latency=0.005 * (i + 1)) for i in range(4)]
+    rules = [
+        rule(i, "acceptable", latency=0.05 * (i + 1)) for i in range(4)
+    ]  # 50 ms apart: in order when busy
     rules += [rule(i, "rejected", latency=LONG) for i in range(4, 7)]
     fake = FakeProvider(rules=rules)
     before = asyncio.all_tasks()

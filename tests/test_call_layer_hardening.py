@@ -72,7 +72,9 @@ async def test_garbled_bodies_on_the_wire_are_retried_until_answered() -> None:
         provider = AnthropicProvider(
             "claude-sonnet-5-5", api_key="x", base_url=emu.anthropic_base_url, timeout=2
         )
-        llm = connect(provider, retry=Retry(attempts=8, base_delay=0.001, max_delay=0.002))
+        # 20 attempts: the seed fixes the draws, not which call gets them (arrival order
+        # varies), and 8 in a row at 40% for one of 20 calls is a 1% chance
+        llm = connect(provider, retry=Retry(attempts=20, base_delay=0.001, max_delay=0.002))
         replies = await asyncio.gather(*(llm.complete(Request.of(f"q{i}")) for i in range(20)))
         await llm.aclose()
         assert len(replies) == 20
@@ -389,7 +391,8 @@ async def test_calls_that_outlive_the_timeout_fail_while_quick_ones_answer() -> 
         await asyncio.sleep(1.0 if "slow" in request.text else 0.001)
         return "done"
 
-    llm = connect(FakeProvider(responder=responder), timeout=0.05, retry=Retry(attempts=1))
+    # 0.5 s: a busy machine's pause must not outlast it, while the slow calls do (1 s)
+    llm = connect(FakeProvider(responder=responder), timeout=0.5, retry=Retry(attempts=1))
     asks = [f"slow {i}" if i % 3 == 0 else f"quick {i}" for i in range(12)]
     replies = await asyncio.gather(*(llm.complete(Request.of(a)) for a in asks), return_exceptions=True)
     timed_out = [ask for ask, reply in zip(asks, replies, strict=True) if isinstance(reply, errors.Timeout)]

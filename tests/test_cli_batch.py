@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -199,7 +200,8 @@ def test_first_signal_lets_calls_in_flight_finish_and_nothing_is_paid_twice(tmp_
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 130, stderr
-        assert "stopping: 4 in flight" in stderr
+        # 4 unless a call ended between the emulator's count and the signal (busy machine)
+        assert re.search(r"stopping: [1-4] in flight", stderr), stderr
         assert "run the same command again to resume" in stderr
         paid = emu.stats.count(path="/v1/messages")
         assert paid < 40
@@ -219,12 +221,18 @@ def test_second_signal_cancels_the_calls_in_flight(tmp_path: Path) -> None:
         proc, _ = start(tmp_path, emu, 20)
         wait_for_calls(emu, 4)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        assert proc.stderr is not None
+        first = ""
+        while "Ctrl-C again" not in first and (line := proc.stderr.readline()):
+            first += line  # two signals in one moment would count as one
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)
-        assert proc.returncode == 130, stderr
+        assert proc.returncode == 130, first + stderr
         assert "resume" in stderr
         assert emu.stats.count(path="/v1/messages", status=200) == 0  # nothing answered
+        deadline = time.monotonic() + 5  # the emulator notes a closed connection in its own time
+        while emu.stats.aborted < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert emu.stats.aborted == 4  # the four in flight were cancelled
 
 

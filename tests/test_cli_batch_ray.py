@@ -52,6 +52,20 @@ def calls(emu: Emulator) -> int:
     return emu.stats.count(path="/v1/messages")
 
 
+def settle(emu: Emulator, quiet_s: float = 1.5, within_s: float = 30.0) -> None:
+    """Until no call is out and none has arrived for ``quiet_s``: Ray ends a dead driver's
+    workers only once it notices, and until then they send the items they hold."""
+    deadline = time.monotonic() + within_s
+    seen, since = calls(emu), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = calls(emu)
+        if now != seen or emu.stats.in_flight:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())  # rich wraps long lines
 
@@ -162,7 +176,7 @@ def test_a_sigkilled_driver_resumes_from_its_journal_each_id_once(
     driver.send_signal(signal.SIGKILL)
     _, stderr = driver.communicate(timeout=30)
     assert driver.returncode == -signal.SIGKILL, stderr
-    time.sleep(1.0)  # the killed driver's workers end with it; calls they had out land
+    settle(emulator)  # the killed driver's workers end with it; the calls they had out land
     kept = journaled_ok(Path(str(out) + ".journal"))
     assert 0 < kept < 60
     paid = calls(emulator) - before

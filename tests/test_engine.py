@@ -462,7 +462,8 @@ async def test_after_the_run_deadline_the_rest_are_skipped() -> None:
         await asyncio.sleep(LONG if i < 2 else 0)
         return i
 
-    result = await run(fn, range(6), concurrency=2, deadline=0.02)
+    # 0.5 s: both workers start before a busy machine could pass the deadline first
+    result = await run(fn, range(6), concurrency=2, deadline=0.5)
     statuses = [o.status for o in result.outcomes]
     assert statuses == [Status.TIMEOUT, Status.TIMEOUT] + [Status.SKIPPED] * 4
     assert "deadline" in (result.outcomes[0].error_message or "")
@@ -984,7 +985,7 @@ async def test_nested_run_inherits_the_outer_deadline() -> None:
         inner_runs.append(inner_run)
         return len((await asyncio.shield(inner_run)).values)
 
-    result = await run(outer, [0], deadline=0.02)
+    result = await run(outer, [0], deadline=0.5)  # room for both inner tasks to start
     assert result.outcomes[0].status is Status.TIMEOUT
     inner_result = await asyncio.wait_for(inner_runs[0], 5)
     assert [o.status for o in inner_result.outcomes] == [Status.TIMEOUT, Status.TIMEOUT]

@@ -26,7 +26,8 @@ LONG = 30.0  # an emulator latency no test waits for: such calls are always canc
 RULES = [
     {"match": "quick", "reply": "yes", "latency": 0.01},
     {"match": "later", "reply": "yes", "latency": 0.2},
-    {"match": "refuse", "error": "bad_request", "latency": 0.01},
+    # long enough that the calls started beside it are on the wire before it answers
+    {"match": "refuse", "error": "bad_request", "latency": 0.3},
 ]
 
 
@@ -100,7 +101,7 @@ async def test_a_quorum_closes_the_connections_it_no_longer_needs(emu: Emulator)
 async def test_injected_429_and_529_are_retried_through_the_real_sdk() -> None:
     clock = VirtualClock()
     async with Emulator(errors={"429": 0.25, "529": 0.25}, seed=11) as emu:
-        llm = wire(emu, clock=clock, retry=Retry(attempts=12, jitter=0.0, deadline=None))
+        llm = wire(emu, clock=clock, retry=Retry(attempts=20, jitter=0.0, deadline=None))  # 0.5^20 a call
         try:
             result = await run(ask(llm), [f"question {i}" for i in range(30)], concurrency=5, clock=clock)
         finally:

@@ -80,7 +80,7 @@ def test_worth_caching_needs_a_cache_and_a_long_enough_shared_prefix() -> None:
 
 
 async def test_the_leader_starts_first_and_the_others_after_its_first_byte() -> None:
-    stub = recorder()
+    stub = recorder(latency=0.2)  # room for the four followers to start before any ends
     result = await VotingWorkflow(llm=stub).run(ballot(5), PROMPT, OPTIONS)
     leader = "You are reviewer v0."
     assert stub.log[0] == ("start", leader)
@@ -202,7 +202,9 @@ async def vote_on_the_wire(**workflow_kw: Any) -> tuple[Any, list[dict[str, Any]
     """A five-voter vote through the Anthropic provider against a fresh emulator (so a
     fresh prompt cache); the result and the request bodies the emulator received."""
     rules = [{"match": "acceptable, needs_review, rejected", "data": ANSWER}]
-    async with Emulator(script=rules, latency=0.05) as emu:
+    # The emulator writes the prompt cache at half the latency: all five calls of an
+    # unordered vote must arrive before that, which a busy machine may delay by 25 ms.
+    async with Emulator(script=rules, latency=0.5) as emu:
         llm = quorum.connect(f"anthropic/{MODEL}", base_url=emu.anthropic_base_url, api_key="test-key")
         async with llm:
             result = await VotingWorkflow(llm=llm, **workflow_kw).run(ballot(5), PROMPT, OPTIONS)

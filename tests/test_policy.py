@@ -196,7 +196,7 @@ async def test_a_run_inside_a_task_ends_when_the_task_must() -> None:
         inner_runs.append(inner)
         return len((await asyncio.shield(inner)).values)  # only the inherited end can stop it
 
-    result = await run(outer, [0], timeout=0.02)
+    result = await run(outer, [0], timeout=0.5)  # room for both inner tasks to start
     assert result.outcomes[0].status is Status.TIMEOUT
     inner_result = await asyncio.wait_for(inner_runs[0], 5)
     assert [o.status for o in inner_result.outcomes] == [Status.TIMEOUT, Status.TIMEOUT]

@@ -238,7 +238,9 @@ async def test_injected_failures_map_streamed_or_not(
     kind: str, cls: type[errors.ProviderError], stream: bool
 ) -> None:
     async with Emulator(errors={kind: 1.0}) as emu:
-        llm = AnthropicProvider(MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.2)
+        llm = AnthropicProvider(
+            MODEL, api_key=KEY, base_url=emu.anthropic_base_url, timeout=0.2 if kind == "hang" else 5.0
+        )
         hook = (lambda: None) if stream else None
         error = await failure(llm, "hi", on_first_byte=hook)
         await llm.aclose()
